@@ -1,0 +1,30 @@
+# Two entry points (see README):
+#   make demo  -> set up .venv and run the main job on the built-in toy data set
+#   make test  -> set up .venv and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+# torch==2.13.0 is the CPU wheel on this machine's disk; installing it first keeps pip from
+# resolving the bare `torch>=2.1` requirement to a multi-GB CUDA build.  On a GPU machine,
+# install your CUDA torch first and `pip install .` keeps it.
+TORCH  ?= torch==2.13.0
+
+.PHONY: venv demo test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/dalle2 demo
+
+test: venv
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

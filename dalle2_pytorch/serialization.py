@@ -1,0 +1,212 @@
+"""Safe, atomic persistence: JSON configs beside safetensors weights.
+
+Every model that a checkpoint must rebuild mixes in :class:`PretrainedMixin`.  Its
+constructor calls ``self._register_config(...)`` with the keyword arguments it was given;
+``save_pretrained(dir)`` writes ``config.json`` (the class, the format version and those
+arguments, with nested models written as nested configs) and ``model.safetensors`` (the
+state dict).  ``from_pretrained(dir)`` rebuilds the object from the config and loads the
+weights.  Nothing is ever unpickled, and every file is written to a temporary name,
+fsynced and renamed, so a process killed mid-save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_PACKAGE = "dalle2_pytorch"
+
+
+# ----------------------------------------------------------------------------- atomic files
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old or the new file, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_directory(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    with open(path, "r", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+                 metadata: dict[str, str] | None = None) -> None:
+    """Atomically write a flat dict of tensors as safetensors (shared storage is cloned apart)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seen: dict[tuple[int, int], str] = {}
+    flat = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu()
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen or not tensor.is_contiguous():
+            tensor = tensor.clone().contiguous()
+        seen[key] = name
+        flat[name] = tensor
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(flat, tmp, metadata=metadata)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_directory(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    return load_file(str(path), device=str(device))
+
+
+def load_legacy_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a ``.pt``/``.pth`` file without running pickle code (``weights_only=True``)."""
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} does not hold a state dict (found {type(obj).__name__})")
+    return obj
+
+
+# ----------------------------------------------------------------------------- configs
+def _encode(value: Any) -> Any:
+    if isinstance(value, PretrainedMixin):
+        return {"__model__": _class_path(type(value)), "config": value.config}
+    if isinstance(value, (list, tuple)):
+        encoded = [_encode(v) for v in value]
+        return {"__tuple__": encoded} if isinstance(value, tuple) else encoded
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.nn.Module):
+        raise TypeError(
+            f"cannot save a config holding a {type(value).__name__}: it is not a dalle2_pytorch model "
+            "with save_pretrained; wrap it in an adapter of dalle2_pytorch.clip.adapters or save it yourself")
+    raise TypeError(f"cannot write {type(value).__name__} value {value!r} into a JSON config")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "__model__" in value:
+            cls = resolve_class(value["__model__"])
+            return cls.from_config(value["config"])
+        if "__tuple__" in value:
+            return tuple(_decode(v) for v in value["__tuple__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def resolve_class(path: str) -> type:
+    """Import ``module:Class``; only classes inside this package may be named by a config."""
+    module_name, _, qualname = path.partition(":")
+    if not (module_name == _PACKAGE or module_name.startswith(_PACKAGE + ".")):
+        raise ValueError(f"config names class {path!r} outside {_PACKAGE}; refusing to import it")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, PretrainedMixin)):
+        raise ValueError(f"{path!r} is not a saveable dalle2_pytorch model")
+    return obj
+
+
+class PretrainedMixin:
+    """``save_pretrained``/``from_pretrained`` for an ``nn.Module`` built from keyword arguments.
+
+    Call ``self._register_config(key=value, ...)`` in ``__init__`` with every argument needed to
+    rebuild the object (nested models are fine).  The weights are the module's ``state_dict``.
+    """
+
+    _config: dict[str, Any]
+
+    def _register_config(self, **kwargs: Any) -> None:
+        self._config = dict(kwargs)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {key: _encode(value) for key, value in self._config.items()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        kwargs = {key: _decode(value) for key, value in config.items()}
+        return cls(**kwargs)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+        directory = Path(directory)
+        state = self.state_dict()  # type: ignore[attr-defined]
+        bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise ValueError(f"refusing to save non-finite weights (first: {bad[0]}); the model has diverged")
+        save_tensors(state, directory / WEIGHTS_NAME, metadata={"format_version": str(FORMAT_VERSION)})
+        from dalle2_pytorch import __version__
+
+        save_json({"class": _class_path(type(self)), "format_version": FORMAT_VERSION,
+                   "library_version": __version__, "config": self.config}, directory / CONFIG_NAME)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu",
+                        strict: bool = True):
+        """Rebuild a model saved by :meth:`save_pretrained`."""
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path} not found: is {directory} a folder written by save_pretrained?")
+        meta = load_json(config_path)
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{config_path} has format_version {version!r}; this library reads {FORMAT_VERSION}")
+        saved_cls = resolve_class(meta["class"])
+        if not issubclass(saved_cls, cls):
+            raise TypeError(f"{directory} holds a {saved_cls.__name__}, not a {cls.__name__}")
+        model = saved_cls.from_config(meta["config"])
+        state = load_tensors(directory / WEIGHTS_NAME, device=map_location)
+        model.load_state_dict(state, strict=strict)  # type: ignore[attr-defined]
+        return model.to(map_location)  # type: ignore[attr-defined]

@@ -1,0 +1,77 @@
+"""CFG, thresholding, learned variance and RePaint inpainting."""
+
+import pytest
+import torch
+
+from dalle2_pytorch.diffusion import (ModelDenoiser, NoiseSchedule, classifier_free_guidance, dynamic_threshold,
+                                      learned_variance_log_var, repaint_sample_loop, sample_loop, static_clamp,
+                                      vlb_loss)
+from tests.diffusion.analytic import gaussian_denoiser, vp_model_from_ve
+
+
+def test_cfg_scale_one_is_conditional_and_matches_paper_form():
+    cond, null = torch.randn(3, 4), torch.randn(3, 4)
+    assert torch.equal(classifier_free_guidance(cond, null, 1.0), cond)
+    torch.testing.assert_close(classifier_free_guidance(cond, null, 0.0), null)
+    w = 2.0  # paper: (1 + w) cond - w null
+    torch.testing.assert_close(classifier_free_guidance(cond, null, 1 + w), (1 + w) * cond - w * null)
+
+
+def test_thresholding_keeps_values_in_range():
+    x = torch.randn(4, 3, 8, 8) * 5
+    assert static_clamp(x).abs().max() <= 1
+    y = dynamic_threshold(x, 0.9)
+    assert y.abs().max() <= 1 + 1e-6
+    small = torch.rand(2, 3, 4, 4) * 0.5  # already in range: untouched
+    torch.testing.assert_close(dynamic_threshold(small, 0.95), small)
+    with pytest.raises(ValueError, match="percentile"):
+        dynamic_threshold(x, 1.5)
+
+
+def test_learned_variance_interpolates_between_posterior_and_beta():
+    sched = NoiseSchedule("cosine", 100)
+    t = torch.tensor([3, 50])
+    lo = learned_variance_log_var(sched, torch.zeros(2, 1), t)
+    hi = learned_variance_log_var(sched, torch.ones(2, 1), t)
+    torch.testing.assert_close(lo.squeeze(1), sched.posterior_log_variance_clipped[t])
+    torch.testing.assert_close(hi.squeeze(1), sched.betas[t].log())
+
+
+def test_vlb_is_finite_for_extreme_outputs_and_smallest_for_true_posterior():
+    sched = NoiseSchedule("cosine", 100)
+    x0 = torch.rand(4, 3, 8, 8) * 2 - 1
+    t = torch.tensor([0, 1, 50, 99])
+    xt = sched.q_sample(x0, t, torch.randn_like(x0))
+    for frac in (torch.zeros_like(x0), torch.ones_like(x0)):
+        log_var = learned_variance_log_var(sched, frac, t)
+        assert torch.isfinite(vlb_loss(sched, x0, xt, t, x0 * 50, log_var)).all()
+    true = vlb_loss(sched, x0, xt, t, x0, learned_variance_log_var(sched, torch.zeros_like(x0), t))
+    wrong = vlb_loss(sched, x0, xt, t, -x0, learned_variance_log_var(sched, torch.zeros_like(x0), t))
+    assert (true[1:] < 1e-4).all() and (wrong[1:] > true[1:]).all()
+
+
+def test_ddpm_uses_learned_variance_when_given():
+    sched = NoiseSchedule("linear", 50)
+    base = vp_model_from_ve(gaussian_denoiser(0.0, 1.0), sched)
+    fixed = ModelDenoiser(base, sched, "x0")
+    zero_frac = ModelDenoiser(lambda x, t: (base(x, t), torch.zeros_like(x)), sched, "x0")
+    one_frac = ModelDenoiser(lambda x, t: (base(x, t), torch.ones_like(x)), sched, "x0")
+    run = lambda d: sample_loop(d, (2000, 1), sampler="ddpm", steps=50, generator=torch.Generator().manual_seed(0))
+    a, b, c = run(fixed), run(zero_frac), run(one_frac)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)  # frac 0 = posterior variance = default DDPM
+    assert not torch.allclose(a, c)
+    assert c.std().item() == pytest.approx(1.0, rel=0.1)  # both variance choices are valid samplers
+
+
+def test_repaint_keeps_known_region_exactly_and_fills_the_rest():
+    sched = NoiseSchedule("cosine", 50)
+    den = ModelDenoiser(vp_model_from_ve(gaussian_denoiser(0.0, 1.0), sched), sched, "x0")
+    known = torch.rand(2, 3, 8, 8)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., :4] = 1
+    out = repaint_sample_loop(den, (2, 3, 8, 8), known, mask, resample_times=2, steps=10,
+                              generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[..., :4], known[..., :4])
+    assert not torch.allclose(out[..., 4:], known[..., 4:]) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="resample_times"):
+        repaint_sample_loop(den, (2, 3, 8, 8), known, mask, resample_times=0)
