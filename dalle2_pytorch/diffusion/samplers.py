@@ -138,6 +138,7 @@ SAMPLER_ALIASES = {"dpm++": "dpmpp_2m", "dpm_solver++": "dpmpp_2m", "dpmpp": "dp
 # step is too long for it).  ``spacing=`` overrides either choice.
 DEFAULT_SPACING = {"ddpm": "trailing", "ddim": "trailing", "dpmpp_2m": "trailing", "euler": "trailing", "heun": "karras"}
 SPACINGS = ("trailing", "karras")
+KARRAS_SIGMA_MAX = 80.0
 
 
 def resolve_sampler(name: str) -> str:
@@ -169,7 +170,7 @@ def sampling_sigmas(schedule: NoiseSchedule, steps: int, spacing: str = "trailin
     """Descending σ's drawn from the training schedule's own levels, ending with 0.
 
     ``trailing``: steps evenly spaced over [T-1, 0] (all T steps when ``steps == T``).
-    ``karras``: Karras ρ = 7 spacing between the smallest and largest finite σ, each quantised to
+    ``karras``: Karras ρ = 7 spacing between the smallest σ and min(largest, 80), each quantised to
     the nearest training level (duplicates dropped), so discrete-time networks see exact levels.
     ``include_infinite``: keep a leading σ = ∞ (zero-SNR last step) when the schedule has one.
     """
@@ -182,12 +183,13 @@ def sampling_sigmas(schedule: NoiseSchedule, steps: int, spacing: str = "trailin
         if not include_infinite and not torch.isfinite(chosen[0]):
             chosen = chosen[torch.isfinite(chosen)]
     elif spacing == "karras":
+        # EDM caps σ_max at 80: beyond it the data is invisible in the noise, and the huge first
+        # steps of a σ ~ 1e4 schedule (cosine) wreck a trapezoid/multistep update.
         levels = sigmas_all[finite]
-        chosen = karras_sigmas(float(levels.min()), float(levels.max()), steps)
+        top = levels[levels <= KARRAS_SIGMA_MAX].max() if (levels <= KARRAS_SIGMA_MAX).any() else levels.min()
+        chosen = karras_sigmas(float(levels.min()), float(top), steps)
         idx = (chosen.log().unsqueeze(-1) - levels.log()).abs().argmin(dim=-1)
         chosen = torch.unique_consecutive(levels[idx])
-        if include_infinite and not finite.all():
-            chosen = torch.cat([torch.tensor([float("inf")], dtype=torch.float64), chosen[1:] if steps > 1 else chosen])
     else:
         raise ValueError(f"spacing={spacing!r} is not known; choose one of {list(SPACINGS)}")
     return torch.cat([chosen, chosen.new_zeros(1)]).float()

@@ -60,7 +60,12 @@ def make_betas(beta_schedule: str, timesteps: int) -> Tensor:
         raise ValueError(f"beta_schedule={beta_schedule!r} is not known; choose one of {sorted(BETA_SCHEDULES)}")
     if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps <= 0:
         raise ValueError(f"timesteps must be a positive integer, got {timesteps!r}")
-    return BETA_SCHEDULES[beta_schedule](timesteps)
+    betas = BETA_SCHEDULES[beta_schedule](timesteps)
+    if beta_schedule != "jsd" and not bool((betas <= 1).all()):
+        # linear/quadratic/sigmoid scale their end point by 1000 / T: β_T = 20 / T reaches 1 at T = 20
+        raise ValueError(f"beta_schedule={beta_schedule!r} with timesteps={timesteps} gives β > 1 (a negative "
+                         f"ᾱ); use at least 20 timesteps or beta_schedule='cosine'")
+    return betas
 
 
 def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:

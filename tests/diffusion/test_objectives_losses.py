@@ -19,7 +19,7 @@ def test_training_target_maps_back_to_x0(objective):
 
 
 def test_unknown_objective_and_loss_rejected():
-    sched = NoiseSchedule("linear", 10)
+    sched = NoiseSchedule("cosine", 10)
     with pytest.raises(ValueError, match="objective='x_0'"):
         training_target(sched, "x_0", torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
     with pytest.raises(ValueError, match="loss_type='mse'.*l1"):

@@ -101,3 +101,10 @@ def test_all_named_schedules_are_valid():
         sched = NoiseSchedule(name, 64)
         ac = sched.alphas_cumprod
         assert (ac[1:] <= ac[:-1]).all() and 0 <= ac[-1] < ac[0] <= 1
+
+
+@pytest.mark.parametrize("name", ["linear", "quadratic", "sigmoid"])
+def test_too_few_timesteps_for_scaled_schedules_is_an_error(name):
+    with pytest.raises(ValueError, match="timesteps=10 gives β > 1"):
+        NoiseSchedule(name, 10)
+    NoiseSchedule(name, 20)  # β_T = 20/20 = 1: zero terminal SNR, allowed

@@ -1,0 +1,335 @@
+"""Adapters: the one CLIP interface that the diffusion prior and the decoder consume.
+
+An adapter wraps a CLIP, freezes it (no gradients, always in eval mode) and exposes
+
+* ``dim_latent``, ``image_size``, ``image_channels``, ``max_text_len`` (and ``dim_text_encodings``);
+* ``embed_text(tokens) -> EmbeddedText(text_embed, text_encodings, text_mask)``: tokens longer than
+  ``max_text_len`` are cut to it (as the reference did, so 256-token batches work with 77-token CLIPs);
+* ``embed_image(images) -> EmbeddedImage(image_embed, image_encodings)``: images in [0, 1] of any size are
+  centre-cropped to a square if needed, resized (antialiased bicubic) to ``image_size`` and normalised
+  the way the wrapped model expects.
+
+To plug in a CLIP of your own, subclass :class:`BaseClipAdapter` and implement the four properties and
+``_embed_text`` / ``_embed_image`` (which receive truncated tokens and resized, normalised images).
+Pretrained-model packages are optional extras imported only when an adapter loads by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dalle2_pytorch.clip.model import CLIP
+from dalle2_pytorch.clip.outputs import EmbeddedImage, EmbeddedText
+from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE
+from dalle2_pytorch.serialization import PretrainedMixin
+
+OPENAI_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_EOT_ID = VOCAB_SIZE - 1  # 49407, the id of <|endoftext|> in OpenAI's vocabulary
+
+
+def import_optional(module: str, adapter: str, extra: str, pip_name: str) -> Any:
+    """Import ``module`` or raise an ImportError that says which extra provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"{adapter} needs the `{module}` package: pip install 'dalle2-pytorch[{extra}]' "
+                          f"(or pip install {pip_name}), or pass an already-built model as model=...") from error
+
+
+def resize_to_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre-crop (b, c, h, w) to a square and resize it to ``size`` with antialiasing (no-op if already so)."""
+    h, w = images.shape[-2:]
+    if h != w:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        images = images[..., top:top + side, left:left + side]
+    if images.shape[-1] != size:
+        images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    return images
+
+
+def text_mask_through_eot(tokens: torch.Tensor, eot_id: int = CLIP_EOT_ID) -> torch.Tensor:
+    """True at non-padding tokens up to and including the first end-of-text token of each row."""
+    before_eot = (tokens == eot_id).long().cumsum(dim=-1) == 0
+    through_eot = F.pad(before_eot, (1, -1), value=True)
+    return through_eot & (tokens != 0)
+
+
+class BaseClipAdapter(nn.Module):
+    """Frozen CLIP behind the interface that ``DiffusionPrior`` and ``Decoder`` use (see module docstring)."""
+
+    def __init__(self, clip: nn.Module, image_mean: Optional[Sequence[float]] = None,
+                 image_std: Optional[Sequence[float]] = None) -> None:
+        super().__init__()
+        if (image_mean is None) != (image_std is None):
+            raise ValueError("give both image_mean and image_std, or neither")
+        self.clip = clip
+        self.clip.requires_grad_(False)
+        self.clip.eval()
+        mean = torch.tensor(image_mean if image_mean is not None else [0.0], dtype=torch.float32)
+        std = torch.tensor(image_std if image_std is not None else [1.0], dtype=torch.float32)
+        self.register_buffer("image_mean", mean[:, None, None], persistent=False)
+        self.register_buffer("image_std", std[:, None, None], persistent=False)
+
+    # properties every adapter provides
+    @property
+    def dim_latent(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must define the property dim_latent")
+
+    @property
+    def image_size(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must define the property image_size")
+
+    @property
+    def image_channels(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must define the property image_channels")
+
+    @property
+    def max_text_len(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must define the property max_text_len")
+
+    @property
+    def dim_text_encodings(self) -> int:
+        """Width of ``text_encodings``; the latent width unless an adapter says otherwise."""
+        return self.dim_latent
+
+    def train(self, mode: bool = True) -> "BaseClipAdapter":
+        super().train(mode)
+        self.clip.eval()  # the wrapped CLIP stays frozen in eval mode
+        return self
+
+    # the public, frozen entry points
+    @torch.no_grad()
+    def embed_text(self, tokens: torch.Tensor) -> EmbeddedText:
+        if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.is_floating_point():
+            raise ValueError(f"tokens must be an integer tensor of shape (batch, seq_len), got "
+                             f"{getattr(tokens, 'dtype', type(tokens).__name__)} {tuple(getattr(tokens, 'shape', ()))}")
+        return self._embed_text(tokens[:, :self.max_text_len].long())
+
+    @torch.no_grad()
+    def embed_image(self, images: torch.Tensor) -> EmbeddedImage:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != self.image_channels:
+            raise ValueError(f"images must have shape (batch, {self.image_channels}, height, width), got "
+                             f"{tuple(getattr(images, 'shape', ())) or type(images).__name__}")
+        images = resize_to_square(images.float(), self.image_size)
+        return self._embed_image((images - self.image_mean) / self.image_std)
+
+    def _embed_text(self, tokens: torch.Tensor) -> EmbeddedText:
+        raise NotImplementedError(f"{type(self).__name__} must implement _embed_text(tokens)")
+
+    def _embed_image(self, images: torch.Tensor) -> EmbeddedImage:
+        raise NotImplementedError(f"{type(self).__name__} must implement _embed_image(images)")
+
+
+class BuiltinClipAdapter(PretrainedMixin, BaseClipAdapter):
+    """Adapter for this package's :class:`CLIP`; images go in as given (resized only) unless a mean/std is set."""
+
+    def __init__(self, clip: CLIP, image_mean: Optional[Sequence[float]] = None,
+                 image_std: Optional[Sequence[float]] = None) -> None:
+        if not isinstance(clip, CLIP):
+            raise TypeError(f"BuiltinClipAdapter wraps a dalle2_pytorch CLIP, got {type(clip).__name__}")
+        super().__init__(clip, image_mean, image_std)
+        self._register_config(clip=clip, image_mean=None if image_mean is None else list(image_mean),
+                              image_std=None if image_std is None else list(image_std))
+
+    @property
+    def dim_latent(self) -> int:
+        return self.clip.dim_latent
+
+    @property
+    def dim_text_encodings(self) -> int:
+        return self.clip.dim_text
+
+    @property
+    def image_size(self) -> int:
+        return self.clip.image_size
+
+    @property
+    def image_channels(self) -> int:
+        return self.clip.channels
+
+    @property
+    def max_text_len(self) -> int:
+        return self.clip.text_seq_len
+
+    def _embed_text(self, tokens: torch.Tensor) -> EmbeddedText:
+        return self.clip.embed_text(tokens)
+
+    def _embed_image(self, images: torch.Tensor) -> EmbeddedImage:
+        return self.clip.embed_image(images.to(self.clip.logit_scale.dtype))
+
+
+def to_clip_adapter(clip: Any) -> Optional[BaseClipAdapter]:
+    """Pass adapters through, wrap a raw :class:`CLIP` in :class:`BuiltinClipAdapter`; None stays None."""
+    if clip is None or isinstance(clip, BaseClipAdapter):
+        return clip
+    if isinstance(clip, CLIP):
+        return BuiltinClipAdapter(clip)
+    raise TypeError(f"clip must be a dalle2_pytorch CLIP or a BaseClipAdapter (e.g. OpenAIClipAdapter, "
+                    f"OpenClipAdapter, HFClipAdapter), got {type(clip).__name__}")
+
+
+class _TowerClipAdapter(BaseClipAdapter):
+    """Shared code for OpenAI-layout CLIPs (``clip`` and ``open_clip``): ``encode_text``, ``encode_image`` and a
+    text tower (the model itself, or ``model.text`` in open_clip's CustomTextCLIP) with ``positional_embedding``
+    and ``ln_final``, whose output (captured by a hook) gives the per-token encodings."""
+
+    def __init__(self, model: nn.Module, image_mean: Sequence[float], image_std: Sequence[float]) -> None:
+        super().__init__(model, image_mean, image_std)
+        self._dim_latent = int(model.visual.output_dim)
+        self._text_tower = model if hasattr(model, "ln_final") else getattr(model, "text", None)
+        if not (hasattr(self._text_tower, "ln_final") and hasattr(self._text_tower, "positional_embedding")):
+            raise TypeError(f"{type(model).__name__} has no CLIP-style text tower (ln_final, positional_embedding); "
+                            "wrap it in your own BaseClipAdapter subclass")
+
+    @property
+    def dim_latent(self) -> int:
+        return self._dim_latent
+
+    @property
+    def dim_text_encodings(self) -> int:
+        return int(self._text_tower.ln_final.weight.shape[0])
+
+    @property
+    def image_channels(self) -> int:
+        return 3
+
+    @property
+    def max_text_len(self) -> int:
+        return int(self._text_tower.positional_embedding.shape[0])
+
+    def _model_dtype(self) -> torch.dtype:
+        return next(self.clip.parameters()).dtype
+
+    def _embed_text(self, tokens: torch.Tensor) -> EmbeddedText:
+        if tokens.shape[1] < self.max_text_len:  # these models' causal text towers expect the full context
+            tokens = F.pad(tokens, (0, self.max_text_len - tokens.shape[1]), value=0)
+        mask = text_mask_through_eot(tokens)
+        captured = {}
+        hook = self._text_tower.ln_final.register_forward_hook(
+            lambda module, args, output: captured.update(out=output))
+        try:
+            text_embed = self.clip.encode_text(tokens)
+        finally:
+            hook.remove()
+        encodings = captured["out"]
+        if encodings.ndim != 3:
+            raise ValueError(f"{type(self.clip).__name__} applies its final LayerNorm after pooling, so it has no "
+                             "per-token text encodings to offer")
+        if encodings.shape[:2] != tokens.shape:  # older OpenAI code keeps (n, b, d) order until the end
+            encodings = encodings.transpose(0, 1)
+        encodings = encodings.float() * mask[..., None]
+        return EmbeddedText(F.normalize(text_embed.float(), dim=-1), encodings, mask)
+
+    def _embed_image(self, images: torch.Tensor) -> EmbeddedImage:
+        image_embed = self.clip.encode_image(images.to(self._model_dtype()))
+        return EmbeddedImage(F.normalize(image_embed.float(), dim=-1), None)
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+
+
+class OpenAIClipAdapter(PretrainedMixin, _TowerClipAdapter):
+    """OpenAI's pretrained CLIP (package ``clip``, e.g. ``clip-anytorch``), loaded by ``name`` or given as ``model``."""
+
+    def __init__(self, name: str = "ViT-B/32", model: Optional[nn.Module] = None) -> None:
+        if model is None:
+            openai_clip = import_optional("clip", "OpenAIClipAdapter", "openai-clip", "clip-anytorch")
+            built, _ = openai_clip.load(name, jit=False, device="cpu")
+            config = dict(name=name)
+        else:  # a model given as an object cannot be written into a JSON config: saving one raises TypeError
+            _check_model(model)
+            built, config = model, dict(name=name, model=model)
+        super().__init__(built, OPENAI_IMAGE_MEAN, OPENAI_IMAGE_STD)
+        self.name = name
+        self._register_config(**config)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.clip.visual.input_resolution)
+
+
+class OpenClipAdapter(PretrainedMixin, _TowerClipAdapter):
+    """An open_clip model (package ``open_clip_torch``), loaded by ``name``/``pretrained`` or given as ``model``."""
+
+    def __init__(self, name: str = "ViT-B/32", pretrained: str = "laion400m_e32", model: Optional[nn.Module] = None) -> None:
+        if model is None:
+            open_clip = import_optional("open_clip", "OpenClipAdapter", "open-clip", "open-clip-torch")
+            built, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+            config = dict(name=name, pretrained=pretrained)
+        else:
+            _check_model(model)
+            built, config = model, dict(name=name, pretrained=pretrained, model=model)
+        model = built
+        mean = getattr(model.visual, "image_mean", None) or OPENAI_IMAGE_MEAN
+        std = getattr(model.visual, "image_std", None) or OPENAI_IMAGE_STD
+        super().__init__(model, mean, std)
+        self.name, self.pretrained = name, pretrained
+        self._register_config(**config)
+
+    @property
+    def image_size(self) -> int:
+        size = self.clip.visual.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+class HFClipAdapter(PretrainedMixin, BaseClipAdapter):
+    """A Hugging Face ``transformers.CLIPModel``, loaded by hub ``name`` or given as ``model``.
+
+    Text encodings are the text tower's last hidden states (after its final LayerNorm); image encodings
+    its last hidden states at the patch positions.
+    """
+
+    def __init__(self, name: str = "openai/clip-vit-base-patch32", model: Optional[nn.Module] = None,
+                 image_mean: Sequence[float] = OPENAI_IMAGE_MEAN, image_std: Sequence[float] = OPENAI_IMAGE_STD) -> None:
+        if model is None:
+            transformers = import_optional("transformers", "HFClipAdapter", "hf", "transformers")
+            built = transformers.CLIPModel.from_pretrained(name)
+            config = dict(name=name)
+        else:
+            _check_model(model)
+            built, config = model, dict(name=name, model=model)
+        super().__init__(built, image_mean, image_std)
+        self.name = name
+        self._register_config(**config, image_mean=list(image_mean), image_std=list(image_std))
+
+    @property
+    def dim_latent(self) -> int:
+        return int(self.clip.config.projection_dim)
+
+    @property
+    def dim_text_encodings(self) -> int:
+        return int(self.clip.config.text_config.hidden_size)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.clip.config.vision_config.image_size)
+
+    @property
+    def image_channels(self) -> int:
+        return int(self.clip.config.vision_config.num_channels)
+
+    @property
+    def max_text_len(self) -> int:
+        return int(self.clip.config.text_config.max_position_embeddings)
+
+    def _embed_text(self, tokens: torch.Tensor) -> EmbeddedText:
+        mask = text_mask_through_eot(tokens, eot_id=CLIP_EOT_ID)
+        out = self.clip.text_model(input_ids=tokens, attention_mask=mask.long(), return_dict=True)
+        text_embed = self.clip.text_projection(out.pooler_output)
+        encodings = out.last_hidden_state.float() * mask[..., None]
+        return EmbeddedText(F.normalize(text_embed.float(), dim=-1), encodings, mask)
+
+    def _embed_image(self, images: torch.Tensor) -> EmbeddedImage:
+        dtype = next(self.clip.parameters()).dtype
+        out = self.clip.vision_model(pixel_values=images.to(dtype), return_dict=True)
+        image_embed = self.clip.visual_projection(out.pooler_output)
+        return EmbeddedImage(F.normalize(image_embed.float(), dim=-1), out.last_hidden_state[:, 1:].float())

@@ -1,0 +1,159 @@
+"""Per-unet settings of a cascading decoder.
+
+Many ``Decoder`` keywords may be one value for every unet or a tuple with one value per unet.  This
+module turns the keywords into one :class:`StageSettings` per unet and checks them, so that the
+``Decoder`` itself only ever reads ``self.stages[i].<setting>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from dalle2_pytorch.diffusion import BETA_SCHEDULES
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """Everything the decoder needs to know about one unet of the cascade (1-based ``number``)."""
+
+    number: int
+    image_size: int
+    timesteps: int
+    sample_timesteps: Optional[int]
+    beta_schedule: str
+    objective: str                  # 'eps' | 'x0' | 'v'
+    learned_variance: bool
+    p2_loss_weight_gamma: float
+    random_crop_size: Optional[int]
+    use_noise_for_lowres_cond: bool
+    use_blur_for_lowres_cond: bool
+
+    @property
+    def is_upsampler(self) -> bool:
+        return self.number > 1
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, (tuple, list))
+
+
+def per_unet(name: str, value: Any, num_unets: int) -> tuple:
+    """A scalar repeated for every unet, or a tuple that must have one entry per unet."""
+    if _is_sequence(value):
+        if len(value) != num_unets:
+            raise ValueError(f"{name}={tuple(value)!r} has {len(value)} entries; expected one value or "
+                             f"{num_unets} (one per unet)")
+        return tuple(value)
+    return (value,) * num_unets
+
+
+def per_upsampler(name: str, value: Any, num_unets: int, *, first: Any) -> tuple:
+    """Settings that only upsamplers have: a scalar for all of them, or a tuple of length
+    ``num_unets - 1`` (upsamplers only) or ``num_unets`` whose first entry must be ``first``."""
+    if not _is_sequence(value):
+        return (first,) + (value,) * (num_unets - 1)
+    value = tuple(value)
+    if len(value) == num_unets - 1:
+        return (first,) + value
+    if len(value) == num_unets:
+        if value[0] != first and num_unets > 1:
+            raise ValueError(f"{name}={value!r}: the first unet has no low-resolution input, so its entry "
+                             f"must be {first!r} (or give only the {num_unets - 1} upsamplers' values)")
+        return (first,) + value[1:]
+    raise ValueError(f"{name}={value!r} has {len(value)} entries; expected one value, {num_unets - 1} "
+                     f"(one per upsampler) or {num_unets} (one per unet)")
+
+
+def learned_variance_per_unet(value: Any, num_unets: int) -> tuple[bool, ...]:
+    """As in the reference and the paper: a single bool concerns the base unet only (upsamplers keep a
+    fixed variance); a tuple shorter than the cascade is padded with ``False``."""
+    values = tuple(value) if _is_sequence(value) else (value,)
+    if len(values) > num_unets:
+        raise ValueError(f"learned_variance={values!r} has more entries than the {num_unets} unets")
+    if not all(isinstance(v, bool) for v in values):
+        raise TypeError(f"learned_variance={value!r}: expected bools")
+    return values + (False,) * (num_unets - len(values))
+
+
+def default_beta_schedules(num_unets: int) -> tuple[str, ...]:
+    """The reference's rule: cosine for every unet except the last of a cascade, which gets linear."""
+    if num_unets == 1:
+        return ("cosine",)
+    return ("cosine",) * (num_unets - 1) + ("linear",)
+
+
+def resolve_image_sizes(image_size: Optional[int], image_sizes: Optional[Sequence[int]], num_unets: int,
+                        clip_image_size: Optional[int]) -> tuple[int, ...]:
+    """Per-unet sizes from ``image_sizes`` or ``image_size`` (one unet) or the CLIP's image size."""
+    if image_size is not None and image_sizes is not None:
+        raise ValueError("give either image_size or image_sizes, not both")
+    if image_sizes is None:
+        size = image_size if image_size is not None else clip_image_size
+        if size is None:
+            raise ValueError("the decoder needs image_size, image_sizes or a clip to know its image size")
+        if num_unets != 1:
+            raise ValueError(f"a cascade of {num_unets} unets needs image_sizes=(one size per unet), "
+                             f"got only image_size={size}")
+        image_sizes = (size,)
+    sizes = tuple(image_sizes) if _is_sequence(image_sizes) else (image_sizes,)
+    if len(sizes) != num_unets:
+        raise ValueError(f"image_sizes={sizes!r} has {len(sizes)} entries for {num_unets} unets")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+        raise ValueError(f"image_sizes={sizes!r}: expected positive ints")
+    if any(a >= b for a, b in zip(sizes, sizes[1:])):
+        raise ValueError(f"image_sizes={sizes!r} must be strictly increasing (low to high resolution)")
+    return sizes
+
+
+def _objective(number: int, predict_x_start: bool, predict_v: bool) -> str:
+    if predict_x_start and predict_v:
+        raise ValueError(f"unet {number}: predict_x_start and predict_v are both True; choose one objective")
+    return "v" if predict_v else ("x0" if predict_x_start else "eps")
+
+
+def build_stage_settings(*, num_unets: int, image_sizes: Sequence[int], timesteps: Any, sample_timesteps: Any,
+                         beta_schedule: Any, predict_x_start: Any, predict_v: Any, learned_variance: Any,
+                         p2_loss_weight_gamma: Any, random_crop_sizes: Any, use_noise_for_lowres_cond: Any,
+                         use_blur_for_lowres_cond: Any) -> tuple[StageSettings, ...]:
+    """Check every per-unet keyword and return one :class:`StageSettings` per unet."""
+    n = num_unets
+    timesteps_ = per_unet("timesteps", timesteps, n)
+    sample_timesteps_ = per_unet("sample_timesteps", sample_timesteps, n)
+    schedules = default_beta_schedules(n) if beta_schedule is None else per_unet("beta_schedule", beta_schedule, n)
+    x_start = per_unet("predict_x_start", predict_x_start, n)
+    v = per_unet("predict_v", predict_v, n)
+    learned = learned_variance_per_unet(learned_variance, n)
+    gammas = per_unet("p2_loss_weight_gamma", p2_loss_weight_gamma, n)
+    crops = per_upsampler("random_crop_sizes", random_crop_sizes, n, first=None)
+    noise = per_upsampler("use_noise_for_lowres_cond", use_noise_for_lowres_cond, n, first=False)
+    blur = per_upsampler("use_blur_for_lowres_cond", use_blur_for_lowres_cond, n, first=False)
+
+    stages = []
+    for i in range(n):
+        number = i + 1
+        steps = timesteps_[i]
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
+            raise ValueError(f"timesteps for unet {number} is {steps!r}; expected a positive int")
+        sample_steps = sample_timesteps_[i]
+        if sample_steps is not None and (not isinstance(sample_steps, int) or not 0 < sample_steps <= steps):
+            raise ValueError(f"sample_timesteps for unet {number} is {sample_steps!r}; expected None or an int "
+                             f"in [1, {steps}] (its training timesteps)")
+        if schedules[i] not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule for unet {number} is {schedules[i]!r}; choose one of "
+                             f"{sorted(BETA_SCHEDULES)}")
+        if not isinstance(gammas[i], (int, float)) or gammas[i] < 0:
+            raise ValueError(f"p2_loss_weight_gamma for unet {number} is {gammas[i]!r}; expected a float >= 0")
+        crop = crops[i]
+        if crop is not None and (not isinstance(crop, int) or not 0 < crop <= image_sizes[i]):
+            raise ValueError(f"random_crop_sizes for unet {number} is {crop!r}; expected None or an int in "
+                             f"[1, {image_sizes[i]}] (its image size)")
+        if number > 1 and not (noise[i] or blur[i]):
+            raise ValueError(f"unet {number} is an upsampler with neither use_noise_for_lowres_cond nor "
+                             "use_blur_for_lowres_cond; enable at least one augmentation of its low-res input")
+        stages.append(StageSettings(
+            number=number, image_size=image_sizes[i], timesteps=steps, sample_timesteps=sample_steps,
+            beta_schedule=schedules[i], objective=_objective(number, bool(x_start[i]), bool(v[i])),
+            learned_variance=learned[i], p2_loss_weight_gamma=float(gammas[i]), random_crop_size=crop,
+            use_noise_for_lowres_cond=bool(noise[i]), use_blur_for_lowres_cond=bool(blur[i])))
+    return tuple(stages)

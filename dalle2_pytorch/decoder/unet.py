@@ -1,0 +1,346 @@
+"""The decoder U-Net of DALL-E 2: a denoiser of images conditioned on time, a CLIP image embedding,
+optional text encodings and (in a cascade) a low-resolution image."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..serialization import PretrainedMixin
+from .attention import FullSelfAttention, LinearSelfAttention, WindowSelfAttention
+from .blocks import ResnetBlock
+from .conditioning import UnetConditioning
+from .keywords import strict_keywords
+from .resample import CrossEmbedLayer, Downsample, NearestUpsample, PixelShuffleUpsample, UpsampleCombiner
+from .stages import DownStage, UpStage
+from .unet_checks import check_constructor_args, check_forward_inputs
+
+# keywords of the reference Unet that did nothing there and were removed here
+_REMOVED = {"out_dim": "it did nothing in the reference; the number of output channels is channels_out"}
+
+
+def _per_stage(value, num_stages: int, name: str) -> tuple:
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * num_stages
+    if len(values) != num_stages:
+        raise ValueError(f"{name} has {len(values)} entries but dim_mults gives {num_stages} stages")
+    return values
+
+
+class Unet(PretrainedMixin, nn.Module):
+    """U-Net denoiser (keyword names as in the reference DALLE2-pytorch ``Unet``).
+
+    Args:
+        dim: base width; stage i has ``dim * dim_mults[i]`` channels. Must be even.
+        image_embed_dim: width of the CLIP image embedding (needed with ``cond_on_image_embeds``).
+        text_embed_dim: width of the text encodings (needed with ``cond_on_text_encodings``).
+        cond_dim: width of the cross-attention conditioning tokens (default ``dim``).
+        num_image_tokens: the image embedding becomes this many conditioning tokens.
+        num_time_tokens: the time embedding becomes this many conditioning tokens.
+        dim_mults: width multiplier per stage; one stage per entry.
+        channels: input image channels. channels_out: output channels (default ``channels``;
+            a Decoder with learned variance sets ``2 * channels``).
+        self_attn: full (multi-query) self-attention after each stage's blocks; bool or one per stage.
+        attn_dim_head, attn_heads: shape of the self-/linear/window attention layers.
+        lowres_cond: concatenate a low-resolution conditioning image to the input and before the output
+            conv (upsampler of a cascade).
+        lowres_noise_cond: condition on the noise level of that image (Imagen noise augmentation).
+        self_cond: concatenate a previous x0 estimate (zeros when absent) to the input (Analog Bits).
+        sparse_attn: linear attention at stages without ``self_attn``.
+        sparse_attn_window: with ``sparse_attn``, use full attention within non-overlapping
+            windows of this size instead of linear attention (None: linear attention).
+        cosine_sim_cross_attn, cosine_sim_self_attn: cosine-similarity attention (scale 16).
+        attend_at_middle: full self-attention between the two middle blocks.
+        cond_on_text_encodings: cross-attend to projected text encodings in the middle blocks;
+            padding rows (all zero, or ``text_mask`` False) and dropped text use learned null tokens.
+        max_text_len: text encodings are truncated / null-padded to this many tokens.
+        cond_on_image_embeds: condition on the image embedding (tokens, plus the time-embedding term below).
+        add_image_embeds_to_time: also add an MLP of the image embedding to the time embedding.
+        init_dim: width after the first conv (default ``dim``).
+        init_conv_kernel_size: kernel of the first conv when ``init_cross_embed`` is False.
+        resnet_groups: GroupNorm groups (int or per stage).
+        resnet_weight_standardization: weight-standardised convs in the resnet blocks.
+        num_resnet_blocks: cross-attending resnet blocks per stage (int or per stage), after one
+            initial resnet block.
+        init_cross_embed, init_cross_embed_kernel_sizes: multi-kernel (CrossFormer) first conv.
+        cross_embed_downsample, cross_embed_downsample_kernel_sizes: multi-kernel stride-2 downsample
+            instead of the 2×2 SP-conv.
+        memory_efficient: Imagen "efficient U-Net": downsample at the start of each stage (the top
+            stage runs at half resolution), with an extra initial resnet block.
+        scale_skip_connection: multiply skip connections by 2^-1/2.
+        pixel_shuffle_upsample: pixel-shuffle upsampling (else nearest + 3×3 conv).
+        final_conv_kernel_size: kernel of the zero-initialised output conv.
+        combine_upsample_fmaps: feed every up-stage's output (resized) to the final block.
+        checkpoint_during_training: gradient checkpointing of blocks and attention while training.
+    """
+
+    @strict_keywords(hints=_REMOVED)
+    def __init__(
+        self,
+        dim: int,
+        *,
+        image_embed_dim: int | None = None,
+        text_embed_dim: int | None = None,
+        cond_dim: int | None = None,
+        num_image_tokens: int = 4,
+        num_time_tokens: int = 2,
+        dim_mults: Sequence[int] = (1, 2, 4, 8),
+        channels: int = 3,
+        channels_out: int | None = None,
+        self_attn: bool | Sequence[bool] = False,
+        attn_dim_head: int = 32,
+        attn_heads: int = 16,
+        lowres_cond: bool = False,
+        lowres_noise_cond: bool = False,
+        self_cond: bool = False,
+        sparse_attn: bool = False,
+        sparse_attn_window: int | None = None,
+        cosine_sim_cross_attn: bool = False,
+        cosine_sim_self_attn: bool = False,
+        attend_at_middle: bool = True,
+        cond_on_text_encodings: bool = False,
+        max_text_len: int = 256,
+        cond_on_image_embeds: bool = False,
+        add_image_embeds_to_time: bool = True,
+        init_dim: int | None = None,
+        init_conv_kernel_size: int = 7,
+        resnet_groups: int | Sequence[int] = 8,
+        resnet_weight_standardization: bool = False,
+        num_resnet_blocks: int | Sequence[int] = 2,
+        init_cross_embed: bool = True,
+        init_cross_embed_kernel_sizes: Sequence[int] = (3, 7, 15),
+        cross_embed_downsample: bool = False,
+        cross_embed_downsample_kernel_sizes: Sequence[int] = (2, 4),
+        memory_efficient: bool = False,
+        scale_skip_connection: bool = False,
+        pixel_shuffle_upsample: bool = True,
+        final_conv_kernel_size: int = 1,
+        combine_upsample_fmaps: bool = False,
+        checkpoint_during_training: bool = False,
+    ):
+        config = {k: (tuple(v) if isinstance(v, list) else v) for k, v in locals().items()
+                  if k not in ("self", "__class__")}
+        super().__init__()
+        check_constructor_args(config)
+        self._register_config(**config)
+        dim_mults = tuple(dim_mults)
+        num_stages = len(dim_mults)
+        self.channels, self.channels_out = channels, channels_out if channels_out is not None else channels
+        self.lowres_cond, self.lowres_noise_cond, self.self_cond = lowres_cond, lowres_noise_cond, self_cond
+        self.cond_on_image_embeds, self.cond_on_text_encodings = cond_on_image_embeds, cond_on_text_encodings
+        self.image_embed_dim, self.text_embed_dim = image_embed_dim, text_embed_dim
+        self.memory_efficient, self.checkpoint_during_training = memory_efficient, checkpoint_during_training
+        self.downsample_factor = 2 ** (num_stages if memory_efficient else num_stages - 1)
+
+        init_dim = init_dim if init_dim is not None else dim
+        cond_dim = cond_dim if cond_dim is not None else dim
+        time_cond_dim = dim * 4
+        in_channels = channels * (1 + int(lowres_cond) + int(self_cond))
+        self.init_conv = (CrossEmbedLayer(in_channels, init_dim, kernel_sizes=init_cross_embed_kernel_sizes, stride=1)
+                          if init_cross_embed else
+                          nn.Conv2d(in_channels, init_dim, init_conv_kernel_size, padding=init_conv_kernel_size // 2))
+        self.cond = UnetConditioning(
+            dim=dim, cond_dim=cond_dim, time_cond_dim=time_cond_dim, num_time_tokens=num_time_tokens,
+            image_embed_dim=image_embed_dim, cond_on_image_embeds=cond_on_image_embeds,
+            num_image_tokens=num_image_tokens, add_image_embeds_to_time=add_image_embeds_to_time,
+            text_embed_dim=text_embed_dim, cond_on_text_encodings=cond_on_text_encodings,
+            max_text_len=max_text_len, lowres_noise_cond=lowres_noise_cond)
+
+        groups = _per_stage(resnet_groups, num_stages, "resnet_groups")
+        blocks_per_stage = _per_stage(num_resnet_blocks, num_stages, "num_resnet_blocks")
+        stage_self_attn = _per_stage(self_attn, num_stages, "self_attn")
+
+        def resnet(d_in, d_out, g, cond=None):
+            return ResnetBlock(d_in, d_out, time_cond_dim=time_cond_dim, cond_dim=cond, groups=g,
+                               weight_standardization=resnet_weight_standardization,
+                               cosine_sim_cross_attn=cosine_sim_cross_attn)
+
+        def attention(d, full):
+            shape = dict(dim_head=attn_dim_head, heads=attn_heads)
+            if full:
+                return FullSelfAttention(d, cosine_sim=cosine_sim_self_attn, **shape)
+            if sparse_attn and sparse_attn_window is not None:
+                return WindowSelfAttention(d, window=sparse_attn_window, cosine_sim=cosine_sim_self_attn, **shape)
+            return LinearSelfAttention(d, **shape) if sparse_attn else None
+
+        def downsample(d_in, d_out):
+            if cross_embed_downsample:
+                return CrossEmbedLayer(d_in, d_out, kernel_sizes=cross_embed_downsample_kernel_sizes, stride=2)
+            return Downsample(d_in, d_out)
+
+        upsample = PixelShuffleUpsample if pixel_shuffle_upsample else NearestUpsample
+        self.init_resnet_block = resnet(init_dim, init_dim, groups[0]) if memory_efficient else None
+
+        dims = [init_dim, *(dim * m for m in dim_mults)]
+        in_out = list(zip(dims[:-1], dims[1:]))
+        self.downs, skip_dims = nn.ModuleList(), []
+        for i, (d_in, d_out) in enumerate(in_out):
+            first, last = i == 0, i == num_stages - 1
+            d_layer = d_out if memory_efficient else d_in
+            skip_dims.append(d_layer)
+            self.downs.append(DownStage(
+                downsample_in=downsample(d_in, d_out) if memory_efficient else None,
+                init_block=resnet(d_layer, d_layer, groups[i]),
+                blocks=[resnet(d_layer, d_layer, groups[i], None if first else cond_dim)
+                        for _ in range(blocks_per_stage[i])],
+                attn=attention(d_layer, stage_self_attn[i]),
+                to_next_stage=(downsample(d_layer, d_out) if not (last or memory_efficient)
+                               else nn.Conv2d(d_layer, d_out, 1))))
+
+        mid_dim = dims[-1]
+        self.mid_block1 = resnet(mid_dim, mid_dim, groups[-1], cond_dim)
+        self.mid_attn = attention(mid_dim, True) if attend_at_middle else None
+        self.mid_block2 = resnet(mid_dim, mid_dim, groups[-1], cond_dim)
+
+        skip_scale = 2 ** -0.5 if scale_skip_connection else 1.0
+        self.ups = nn.ModuleList()
+        for i, (d_in, d_out) in enumerate(reversed(in_out)):
+            stage = num_stages - 1 - i
+            last = i == num_stages - 1
+            skip = skip_dims.pop()
+            cond = None if last else cond_dim
+            self.ups.append(UpStage(
+                init_block=resnet(d_out + skip, d_out, groups[stage], cond),
+                blocks=[resnet(d_out + skip, d_out, groups[stage], cond) for _ in range(blocks_per_stage[stage])],
+                attn=attention(d_out, stage_self_attn[stage]),
+                upsample=upsample(d_out, d_in) if not last or memory_efficient else None,
+                skip_scale=skip_scale))
+
+        up_dims = [d_out for _, d_out in reversed(in_out)]
+        self.upsample_combiner = UpsampleCombiner(up_dims, dim) if combine_upsample_fmaps else None
+        top_dim = init_dim if memory_efficient else dims[1]  # width of the last up stage's output
+        extra = self.upsample_combiner.extra_channels if combine_upsample_fmaps else 0
+        final_in = top_dim + extra + init_dim
+        self.final_resnet_block = resnet(final_in, dim, groups[0])
+        self.to_out = nn.Conv2d(dim + (channels if lowres_cond else 0), self.channels_out,
+                                final_conv_kernel_size, padding=final_conv_kernel_size // 2)
+        nn.init.zeros_(self.to_out.weight)  # start as "predict zero", as OpenAI and k-diffusion do
+        nn.init.zeros_(self.to_out.bias)
+        self._weights_touched = False
+        self.register_load_state_dict_post_hook(_mark_loaded)
+
+    # ------------------------------------------------------------------ cascade flags
+    @property
+    def has_trained_weights(self) -> bool:
+        """True once weights were loaded or a gradient-enabled training forward ran."""
+        return self._weights_touched
+
+    def with_flags(self, **flags) -> "Unet":
+        """A Unet like this one with some constructor keywords changed (what a cascade needs:
+        lowres_cond, lowres_noise_cond, cond_on_image_embeds, cond_on_text_encodings, channels, ...).
+
+        Returns ``self`` when nothing changes. Parameters whose name and shape survive are copied;
+        if this unet has trained/loaded weights and the change would drop, reshape or add any
+        parameter, a ValueError is raised instead of silently discarding or re-initialising weights.
+        """
+        accepted = Unet.__init__.accepted_keywords
+        unknown = sorted(set(flags) - set(accepted))
+        if unknown:
+            raise TypeError(f"with_flags got unknown keyword(s) {unknown}; accepted: {', '.join(accepted)}")
+        current = dict(self._config)
+        changed = {k: v for k, v in flags.items() if current.get(k) != (tuple(v) if isinstance(v, list) else v)}
+        if not changed:
+            return self
+        new = type(self)(**{**current, **changed})
+        old_state, new_state = self.state_dict(), new.state_dict()
+        differing = sorted(k for k in old_state.keys() | new_state.keys()
+                           if k not in old_state or k not in new_state or old_state[k].shape != new_state[k].shape)
+        if differing and self.has_trained_weights:
+            shown = ", ".join(differing[:6]) + (" ..." if len(differing) > 6 else "")
+            raise ValueError(
+                f"changing {changed} would discard or re-initialise trained weights of this Unet ({shown}); "
+                f"build the Unet with these flags before training/loading it")
+        first = next(self.parameters())
+        new = new.to(device=first.device, dtype=first.dtype)
+        target = new.state_dict()
+        with torch.no_grad():
+            for key, value in target.items():
+                if key in old_state and old_state[key].shape == value.shape:
+                    value.copy_(old_state[key])
+        new._weights_touched = self._weights_touched
+        return new.train(self.training)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, time: torch.Tensor, *, image_embed: torch.Tensor | None = None,
+                lowres_cond_img: torch.Tensor | None = None, lowres_noise_level: torch.Tensor | None = None,
+                text_encodings: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+                image_cond_drop_prob: float = 0.0, text_cond_drop_prob: float = 0.0,
+                self_cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict from noisy ``x`` (b, channels, h, w) at ``time`` (b,) -> (b, channels_out, h, w).
+
+        ``text_mask`` (b, n) bool marks real text tokens; without it all-zero rows of
+        ``text_encodings`` are padding. The drop probabilities replace the image / text condition
+        by learned null embeddings per sample (classifier-free guidance training).
+        Each conditioning input is required exactly when the unet was built for it (``image_embed``
+        with cond_on_image_embeds, ``text_encodings`` with cond_on_text_encodings, ``lowres_cond_img``
+        with lowres_cond, ``lowres_noise_level`` with lowres_noise_cond); passing one it was not built
+        for is a ValueError rather than being ignored. ``self_cond`` is optional (zeros) with self_cond.
+        """
+        time = check_forward_inputs(self, x, time, image_embed=image_embed, lowres_cond_img=lowres_cond_img,
+                                    lowres_noise_level=lowres_noise_level, text_encodings=text_encodings,
+                                    text_mask=text_mask, image_cond_drop_prob=image_cond_drop_prob,
+                                    text_cond_drop_prob=text_cond_drop_prob, self_cond=self_cond)
+        batch = x.shape[0]
+        if self.training and torch.is_grad_enabled():
+            self._weights_touched = True
+        if self.self_cond:
+            x = torch.cat((x, self_cond if self_cond is not None else torch.zeros_like(x)), dim=1)
+        if self.lowres_cond:
+            x = torch.cat((x, lowres_cond_img), dim=1)
+
+        x = self.init_conv(x)
+        init_features = x
+        time_cond, cond, mid_cond = self.cond(
+            time, batch=batch, image_embed=image_embed, text_encodings=text_encodings, text_mask=text_mask,
+            lowres_noise_level=lowres_noise_level, image_cond_drop_prob=image_cond_drop_prob,
+            text_cond_drop_prob=text_cond_drop_prob)
+
+        use_checkpoint = self.checkpoint_during_training and self.training and torch.is_grad_enabled()
+        run = _run_checkpointed if use_checkpoint else _run
+
+        if self.init_resnet_block is not None:
+            x = run(self.init_resnet_block, x, time_cond)
+        skips: list[torch.Tensor] = []
+        for stage in self.downs:
+            x = stage(x, time_cond, cond, skips, run)
+        x = run(self.mid_block1, x, time_cond, mid_cond)
+        if self.mid_attn is not None:
+            x = run(self.mid_attn, x)
+        x = run(self.mid_block2, x, time_cond, mid_cond)
+        up_outputs = []
+        for stage in self.ups:
+            x, stage_out = stage(x, time_cond, cond, skips, run)
+            up_outputs.append(stage_out)
+        if self.upsample_combiner is not None:
+            x = self.upsample_combiner(x, up_outputs)
+        x = run(self.final_resnet_block, torch.cat((x, init_features), dim=1), time_cond)
+        if self.lowres_cond:
+            x = torch.cat((x, lowres_cond_img), dim=1)
+        return self.to_out(x)
+
+    def forward_with_cond_scale(self, x: torch.Tensor, time: torch.Tensor, *, cond_scale: float = 1.0,
+                                **inputs) -> torch.Tensor:
+        """Classifier-free guidance: ``null + (cond - null) * cond_scale``; the null pass drops the
+        image embedding and the text together. ``cond_scale == 1`` costs a single forward."""
+        for key in ("image_cond_drop_prob", "text_cond_drop_prob"):
+            if key in inputs:
+                raise TypeError(f"forward_with_cond_scale sets {key} itself; do not pass it")
+        out = self.forward(x, time, **inputs)
+        if cond_scale == 1:
+            return out
+        null = self.forward(x, time, image_cond_drop_prob=1.0, text_cond_drop_prob=1.0, **inputs)
+        return null + (out - null) * cond_scale
+
+
+def _run(layer: nn.Module, *args) -> torch.Tensor:
+    return layer(*args)
+
+
+def _run_checkpointed(layer: nn.Module, *args) -> torch.Tensor:
+    return checkpoint(layer, *args, use_reentrant=False)
+
+
+def _mark_loaded(module: Unet, incompatible_keys) -> None:
+    module._weights_touched = True

@@ -1,0 +1,269 @@
+"""DiffusionPriorNetwork: the causal transformer that denoises a CLIP image embedding.
+
+Following the DALL-E 2 paper (section 2.2), the network reads the token sequence
+
+    [text encodings (max_text_len), text embed, diffusion time, noised image embed, (self-cond), query]
+
+and the output at the learned query token is the prediction (x0, eps or v, as the owning
+``DiffusionPrior`` decides).  Text-encoding padding is replaced by learned per-position null tokens
+(DALL-E 1's learned padding); dropped conditions (classifier-free guidance) are replaced by learned
+null text/image embeddings.  The function is the one of the reference DALLE2-pytorch 1.15.6, whose
+checkpoints load through :mod:`dalle2_pytorch.prior.convert`.
+
+When no text encodings are given (``condition_on_text_encodings=False``) or all text is dropped,
+the ``max_text_len`` null tokens are the same for every row and are computed once at batch size 1
+(see :mod:`dalle2_pytorch.prior.transformer`), and while sampling once for all steps: same
+output, a fraction of the compute.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from dalle2_pytorch.prior.layers import SinusoidalTimeEmbedding
+from dalle2_pytorch.prior.transformer import CausalTransformer
+from dalle2_pytorch.serialization import PretrainedMixin
+
+
+def _check_positive_int(name: str, value: object, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+
+
+def keep_mask(batch: int, drop_prob: float, device: torch.device) -> torch.Tensor:
+    """Boolean (batch,) mask: True where a condition is kept, each row dropped with ``drop_prob``."""
+    if drop_prob <= 0:
+        return torch.ones(batch, dtype=torch.bool, device=device)
+    if drop_prob >= 1:
+        return torch.zeros(batch, dtype=torch.bool, device=device)
+    return torch.rand(batch, device=device) >= drop_prob
+
+
+class TimeEmbedding(nn.Module):
+    """Diffusion time → ``num_tokens`` tokens: a table for discrete steps, or sinusoids + MLP."""
+
+    def __init__(self, dim: int, num_tokens: int, num_timesteps: int | None) -> None:
+        super().__init__()
+        self.dim, self.num_tokens = dim, num_tokens
+        self.continuous = num_timesteps is None
+        out_dim = dim * num_tokens
+        if self.continuous:
+            hidden = 2 * out_dim
+            self.sinusoidal = SinusoidalTimeEmbedding(dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                     nn.Linear(hidden, out_dim))
+        else:
+            self.table = nn.Embedding(num_timesteps, out_dim)
+        self.num_timesteps = num_timesteps
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        if self.continuous:
+            emb = self.mlp(self.sinusoidal(t).to(self.mlp[0].weight.dtype))
+        else:
+            if t.is_floating_point():
+                raise TypeError("diffusion_timesteps must be integers for a network built with num_timesteps")
+            emb = self.table(t)
+        return emb.view(t.shape[0], self.num_tokens, self.dim)
+
+
+class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
+    """Causal transformer mapping (noised image embed, time, text) to a denoised image embed.
+
+    Args:
+        dim: token width; must equal the image-embedding dimension.
+        depth, dim_head, heads, ff_mult: transformer size (SwiGLU feed-forward of width ``ff_mult*dim``).
+        num_timesteps: if given, a learned table of that many discrete time steps; if None, a
+            continuous sinusoidal embedding followed by an MLP.
+        num_time_embeds, num_image_embeds, num_text_embeds: how many tokens each of these vectors
+            is expanded into (a linear map when more than one).
+        max_text_len: text-encoding slots; longer encodings are truncated (with a warning),
+            shorter ones padded with learned null tokens.
+        self_cond: add a self-conditioning token (the previous x0 estimate, zeros when absent).
+        norm_in, norm_out: LayerNorm on the input tokens / (stable) LayerNorm on the output.
+        attn_dropout, ff_dropout: dropout on attention weights / inside the feed-forward.
+        final_proj: a final bias-free linear map after the output norm.
+        normformer: NormFormer's extra LayerNorm after the feed-forward activation.
+        rotary_emb: rotary position embedding on queries and keys (first ``min(32, dim_head)`` features).
+        cosine_sim: cosine-similarity attention (l2-normalised q, k; the reference's behaviour);
+            False gives ordinary dot-product attention scaled by ``dim_head ** -0.5``.
+        cosine_sim_scale: the logit scale (inverse temperature) of cosine-similarity attention.
+    """
+
+    def __init__(self, dim: int, *, depth: int, dim_head: int = 64, heads: int = 8, ff_mult: float = 4,
+                 num_timesteps: int | None = None, num_time_embeds: int = 1, num_image_embeds: int = 1,
+                 num_text_embeds: int = 1, max_text_len: int = 256, self_cond: bool = False,
+                 norm_in: bool = False, norm_out: bool = True, attn_dropout: float = 0.0, ff_dropout: float = 0.0,
+                 final_proj: bool = True, normformer: bool = False, rotary_emb: bool = True,
+                 cosine_sim: bool = True, cosine_sim_scale: float = 16.0) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("depth", depth), ("dim_head", dim_head), ("heads", heads),
+                            ("num_time_embeds", num_time_embeds), ("num_image_embeds", num_image_embeds),
+                            ("num_text_embeds", num_text_embeds)):
+            _check_positive_int(name, value)
+        _check_positive_int("max_text_len", max_text_len, minimum=0)
+        if num_timesteps is not None:
+            _check_positive_int("num_timesteps", num_timesteps)
+        if rotary_emb and dim_head % 2:
+            raise ValueError(f"rotary_emb needs an even dim_head, got dim_head={dim_head}")
+        if not ff_mult > 0:
+            raise ValueError(f"ff_mult must be > 0, got {ff_mult!r}")
+        _check_probability("attn_dropout", attn_dropout)
+        _check_probability("ff_dropout", ff_dropout)
+        self._register_config(
+            dim=dim, depth=depth, dim_head=dim_head, heads=heads, ff_mult=ff_mult, num_timesteps=num_timesteps,
+            num_time_embeds=num_time_embeds, num_image_embeds=num_image_embeds, num_text_embeds=num_text_embeds,
+            max_text_len=max_text_len, self_cond=self_cond, norm_in=norm_in, norm_out=norm_out,
+            attn_dropout=attn_dropout, ff_dropout=ff_dropout, final_proj=final_proj, normformer=normformer,
+            rotary_emb=rotary_emb, cosine_sim=cosine_sim, cosine_sim_scale=cosine_sim_scale)
+
+        self.dim = dim
+        self.max_text_len = max_text_len
+        self.self_cond = self_cond
+        self.num_text_embeds, self.num_image_embeds = num_text_embeds, num_image_embeds
+
+        self.text_embed_proj = nn.Linear(dim, dim * num_text_embeds) if num_text_embeds > 1 else None
+        self.image_embed_proj = nn.Linear(dim, dim * num_image_embeds) if num_image_embeds > 1 else None
+        self.time_embed = TimeEmbedding(dim, num_time_embeds, num_timesteps)
+        self.learned_query = nn.Parameter(torch.randn(dim))
+        self.null_text_encodings = nn.Parameter(torch.randn(1, max_text_len, dim))
+        self.null_text_embeds = nn.Parameter(torch.randn(1, num_text_embeds, dim))
+        self.null_image_embed = nn.Parameter(torch.randn(1, dim))
+        self._prefix_cache: dict = {}  # slot -> (key, per-block keys/values), see _cached_prefix_key_values
+        self.transformer = CausalTransformer(
+            dim=dim, depth=depth, dim_head=dim_head, heads=heads, ff_mult=ff_mult, norm_in=norm_in,
+            norm_out=norm_out, attn_dropout=attn_dropout, ff_dropout=ff_dropout, final_proj=final_proj,
+            normformer=normformer, rotary_emb=rotary_emb, cosine_sim=cosine_sim, cosine_sim_scale=cosine_sim_scale)
+
+    # ------------------------------------------------------------------ helpers
+    def _tokens(self, vector: torch.Tensor, proj: nn.Linear | None, count: int) -> torch.Tensor:
+        out = vector if proj is None else proj(vector)
+        return out.view(vector.shape[0], count, self.dim)
+
+    def _check_inputs(self, image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond) -> None:
+        if image_embed.ndim != 2 or image_embed.shape[1] != self.dim:
+            raise ValueError(f"image_embed must have shape (batch, {self.dim}), got {tuple(image_embed.shape)}")
+        batch = image_embed.shape[0]
+        if text_embed is None:
+            raise TypeError("text_embed is required")
+        if tuple(text_embed.shape) != (batch, self.dim):
+            raise ValueError(f"text_embed must have shape ({batch}, {self.dim}), got {tuple(text_embed.shape)}")
+        if diffusion_timesteps.shape != (batch,):
+            raise ValueError(f"diffusion_timesteps must have shape ({batch},), got {tuple(diffusion_timesteps.shape)}")
+        if text_encodings is not None and (text_encodings.ndim != 3 or text_encodings.shape[0] != batch
+                                           or text_encodings.shape[2] != self.dim):
+            raise ValueError(f"text_encodings must have shape ({batch}, length, {self.dim}), "
+                             f"got {tuple(text_encodings.shape)}")
+        if self_cond is not None and tuple(self_cond.shape) != (batch, self.dim):
+            raise ValueError(f"self_cond must have shape ({batch}, {self.dim}), got {tuple(self_cond.shape)}")
+        if self_cond is not None and not self.self_cond:
+            raise ValueError("self_cond was given but this network was built with self_cond=False")
+
+    def _text_encoding_tokens(self, text_encodings: torch.Tensor, text_keep: torch.Tensor) -> torch.Tensor:
+        """Pad/truncate to ``max_text_len``; all-zero rows (padding) and dropped text become null tokens."""
+        length = text_encodings.shape[1]
+        if length > self.max_text_len:
+            warnings.warn(f"text_encodings has {length} tokens but max_text_len is {self.max_text_len}; "
+                          f"truncating to the first {self.max_text_len}", stacklevel=3)
+            text_encodings = text_encodings[:, : self.max_text_len]
+        elif length < self.max_text_len:
+            text_encodings = nn.functional.pad(text_encodings, (0, 0, 0, self.max_text_len - length))
+        present = (text_encodings != 0).any(dim=-1, keepdim=True) & text_keep[:, None, None]
+        return torch.where(present, text_encodings, self.null_text_encodings.to(text_encodings.dtype))
+
+    def _cached_prefix_key_values(self, slot: str, source: torch.Tensor | None, dtype: torch.dtype):
+        """Per-block keys/values of the text-encoding slots, cached across calls while sampling.
+
+        Under the causal mask the text-encoding tokens see only each other, so their keys/values
+        depend on the weights and the encodings only, not on the noised embedding or the time:
+        a sampling loop computes them once instead of at every step.  ``slot`` is ``'null'`` (all
+        null tokens, shared by the batch) or ``'text'`` (the given ``source`` encodings).  The
+        cache is dropped when a parameter or the encodings change (version counters, identity).
+        """
+        weights = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        key = (dtype, weights, None if source is None else source._version)
+        cached = self._prefix_cache.get(slot)
+        # the cache holds ``source`` itself: identity plus version means same values (no reused memory)
+        if cached is None or cached[0] != key or cached[2] is not source:
+            if source is None:
+                prefix = self.null_text_encodings.to(dtype)
+            else:
+                keep_all = torch.ones(source.shape[0], dtype=torch.bool, device=source.device)
+                prefix = self._text_encoding_tokens(source.to(dtype), keep_all)
+            cached = (key, self.transformer.prefix_key_values(prefix), source)
+            self._prefix_cache[slot] = cached
+        return cached[1]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, image_embed: torch.Tensor, diffusion_timesteps: torch.Tensor, *,
+                text_embed: torch.Tensor, text_encodings: torch.Tensor | None = None,
+                self_cond: torch.Tensor | None = None, text_cond_drop_prob: float = 0.0,
+                image_cond_drop_prob: float = 0.0) -> torch.Tensor:
+        """Predict from ``image_embed`` (b, dim) noised at ``diffusion_timesteps`` (b,); returns (b, dim).
+
+        ``text_cond_drop_prob``/``image_cond_drop_prob`` drop each row's text (embed and encodings)
+        or noised image embed in favour of the learned nulls, for classifier-free guidance training.
+        """
+        self._check_inputs(image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond)
+        _check_probability("text_cond_drop_prob", text_cond_drop_prob)
+        _check_probability("image_cond_drop_prob", image_cond_drop_prob)
+        batch, device, dtype = image_embed.shape[0], image_embed.device, image_embed.dtype
+
+        text_keep = keep_mask(batch, text_cond_drop_prob, device)
+        image_keep = keep_mask(batch, image_cond_drop_prob, device)
+
+        text_tokens = self._tokens(text_embed, self.text_embed_proj, self.num_text_embeds)
+        text_tokens = torch.where(text_keep[:, None, None], text_tokens, self.null_text_embeds.to(text_tokens.dtype))
+        image_tokens = self._tokens(image_embed, self.image_embed_proj, self.num_image_embeds)
+        null_image = self.null_image_embed.to(image_tokens.dtype)
+        image_tokens = torch.where(image_keep[:, None, None], image_tokens, null_image)
+        time_tokens = self.time_embed(diffusion_timesteps).to(dtype)
+
+        query = self.learned_query.to(dtype).expand(batch, 1, -1)
+        if self.self_cond:
+            cond = self_cond if self_cond is not None else torch.zeros(batch, self.dim, device=device, dtype=dtype)
+            query = torch.cat((cond[:, None, :], query), dim=1)
+
+        # The text-encoding slots come first and, under the causal mask, see only each other.  When
+        # no encodings are given or all text is dropped they are the same for every row: run them
+        # once beside the rows (training) or take their keys/values from the cache (sampling).
+        per_row = torch.cat([text_tokens, time_tokens, image_tokens, query], dim=1)
+        use_cache = not (torch.is_grad_enabled() or self.training)  # training: weights change, dropout is random
+        if not use_cache:
+            self._prefix_cache.clear()
+        if text_encodings is None or text_cond_drop_prob >= 1:
+            if use_cache:
+                tokens = self.transformer(per_row, self._cached_prefix_key_values("null", None, dtype))
+            else:
+                tokens = self.transformer(per_row, shared_prefix=self.null_text_encodings.to(dtype))
+        elif use_cache and text_cond_drop_prob <= 0:
+            tokens = self.transformer(per_row, self._cached_prefix_key_values("text", text_encodings, dtype))
+        else:
+            text_tokens = self._text_encoding_tokens(text_encodings.to(dtype), text_keep)
+            tokens = self.transformer(torch.cat((text_tokens, per_row), dim=1))
+        return tokens[:, -1]
+
+    def forward_with_cond_scale(self, image_embed: torch.Tensor, diffusion_timesteps: torch.Tensor, *,
+                                text_embed: torch.Tensor, text_encodings: torch.Tensor | None = None,
+                                self_cond: torch.Tensor | None = None, cond_scale: float = 1.0,
+                                text_cond_drop_prob: float = 0.0, image_cond_drop_prob: float = 0.0) -> torch.Tensor:
+        """Classifier-free guidance: ``null + (cond - null) * cond_scale``.
+
+        The null pass drops text and the noised image embed together (as the reference does);
+        ``cond_scale == 1`` is the plain conditional forward.
+        """
+        kwargs = dict(text_embed=text_embed, text_encodings=text_encodings, self_cond=self_cond)
+        cond = self.forward(image_embed, diffusion_timesteps, text_cond_drop_prob=text_cond_drop_prob,
+                            image_cond_drop_prob=image_cond_drop_prob, **kwargs)
+        if cond_scale == 1:
+            return cond
+        null = self.forward(image_embed, diffusion_timesteps, text_cond_drop_prob=1.0, image_cond_drop_prob=1.0,
+                            **kwargs)
+        return null + (cond - null) * cond_scale

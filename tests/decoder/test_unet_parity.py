@@ -1,0 +1,72 @@
+"""The Unet reproduces the reference DALLE2-pytorch 1.15.6 unets (weights and outputs in shared fixtures)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dalle2_pytorch.decoder.convert import load_reference_unet_state, reference_key_to_ours
+from dalle2_pytorch.decoder.unet import Unet
+
+_CANDIDATES = [
+    os.environ.get("DALLE2_FIXTURES", ""),
+    Path(__file__).resolve().parents[1] / "fixtures" / "dalle2_pytorch_1.15.6",
+    Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "dalle2_pytorch_1.15.6",
+]
+FIXTURES = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "decoder_basic.json").is_file()), None)
+pytestmark = pytest.mark.skipif(FIXTURES is None, reason="reference fixtures not found")
+
+CASES = [("decoder_basic", 0), ("decoder_cascade_text", 0), ("decoder_cascade_text", 1), ("decoder_unet_options", 0)]
+
+
+def _build(case: str, index: int):
+    meta = json.loads((FIXTURES / f"{case}.json").read_text())
+    kwargs = {**meta["kwargs"]["unets"][index], **meta["unet_flags_after_decoder"][index]}
+    unet = Unet(**kwargs).eval()
+    load_reference_unet_state(unet, load_file(str(FIXTURES / f"{case}.state.safetensors")), index)
+    return unet, load_file(str(FIXTURES / f"{case}.io.safetensors"))
+
+
+def _inputs(unet: Unet, io: dict, n: int) -> dict:
+    inputs = {}
+    if unet.cond_on_image_embeds:
+        inputs["image_embed"] = io["in.image_embed"]
+    if unet.cond_on_text_encodings:
+        inputs["text_encodings"] = io["in.text_encodings"]
+    if unet.lowres_cond:
+        inputs["lowres_cond_img"] = io[f"in.u{n}.lowres_cond_img"]
+    if unet.lowres_noise_cond:
+        inputs["lowres_noise_level"] = io[f"in.u{n}.lowres_noise_level"]
+    return inputs
+
+
+@pytest.mark.parametrize("case,index", CASES)
+def test_unet_matches_reference(case, index):
+    unet, io = _build(case, index)
+    n = index + 1
+    x, t = io[f"in.u{n}.x"], io[f"in.u{n}.t"]
+    inputs = _inputs(unet, io, n)
+    with torch.no_grad():
+        out = unet(x, t, **inputs)
+        guided = unet.forward_with_cond_scale(x, t, cond_scale=3.0, **inputs)
+    assert out.abs().max() > 1e-2  # the fixture carries signal
+    torch.testing.assert_close(out, io[f"out.u{n}"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(guided, io[f"out.u{n}.cfg3"], atol=1e-4, rtol=0)
+
+
+def test_converter_names_are_readable():
+    assert reference_key_to_ours("downs.1.2.0.cross_attn.to_out.1.g") == "downs.1.blocks.0.cross_attn.out_norm.weight"
+    assert reference_key_to_ours("ups.0.3.net.0.weight") == "ups.0.upsample.conv.weight"
+    assert reference_key_to_ours("mid_attn.fn.fn.to_q.weight") == "mid_attn.to_q.weight"
+    assert reference_key_to_ours("to_time_hiddens.1.bias") == "cond.time_to_hidden.linear.bias"
+
+
+def test_converter_rejects_mismatched_unet():
+    unet, _ = _build("decoder_basic", 0)
+    state = load_file(str(FIXTURES / "decoder_basic.state.safetensors"))
+    wrong = Unet(dim=16, image_embed_dim=32, cond_dim=16, dim_mults=(1, 2, 4), cond_on_image_embeds=True, channels_out=6)
+    with pytest.raises(ValueError, match="built with"):
+        load_reference_unet_state(wrong, state, 0)

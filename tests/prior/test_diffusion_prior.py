@@ -1,0 +1,239 @@
+"""DiffusionPrior: loss, sampling options, guidance checks, CLIP inputs, persistence, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dalle2_pytorch.prior.conditioning import rerank_by_text_similarity
+from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
+from dalle2_pytorch.prior.network import DiffusionPriorNetwork
+
+DIM = 16
+
+
+def make_prior(net_options: dict | None = None, **kwargs) -> DiffusionPrior:
+    torch.manual_seed(0)
+    net = DiffusionPriorNetwork(DIM, depth=1, dim_head=8, heads=2, max_text_len=4, **(net_options or {}))
+    options = dict(image_embed_dim=DIM, timesteps=20, cond_drop_prob=0.2, condition_on_text_encodings=False)
+    options.update(kwargs)
+    return DiffusionPrior(net, **options)
+
+
+def embeds(batch: int = 4):
+    g = torch.Generator().manual_seed(2)
+    return (F.normalize(torch.randn(batch, DIM, generator=g), dim=-1),
+            F.normalize(torch.randn(batch, DIM, generator=g), dim=-1))
+
+
+def sample(prior: DiffusionPrior, text_embed: torch.Tensor, **kwargs) -> torch.Tensor:
+    options = dict(num_samples_per_batch=1, timesteps=5, sampler="ddim", generator=torch.Generator().manual_seed(0))
+    options.update(kwargs)
+    return prior.sample(text_embed=text_embed, **options)
+
+
+def test_loss_is_finite_and_leaves_inputs_untouched():
+    prior = make_prior()
+    text_embed, image_embed = embeds()
+    before = (text_embed.clone(), image_embed.clone())
+    loss = prior(text_embed=text_embed, image_embed=image_embed)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert torch.equal(text_embed, before[0]) and torch.equal(image_embed, before[1])
+
+
+@pytest.mark.parametrize("objective", [dict(), dict(predict_x_start=False), dict(predict_v=True)])
+@pytest.mark.parametrize("loss_type", ["l1", "l2", "huber"])
+def test_objectives_and_losses_train(objective, loss_type):
+    prior = make_prior(loss_type=loss_type, **objective)
+    text_embed, image_embed = embeds()
+    prior(text_embed=text_embed, image_embed=image_embed).backward()
+    assert prior.objective == {"predict_x_start": "eps", "predict_v": "v"}.get(next(iter(objective), ""), "x0")
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp_2m", "euler", "heun"])
+def test_every_core_sampler_runs(sampler):
+    prior = make_prior(net_options=dict(self_cond=True))
+    text_embed, _ = embeds()
+    steps = 20 if sampler == "ddpm" else 5
+    out = sample(prior, text_embed, sampler=sampler, timesteps=steps, cond_scale=2.0)
+    assert out.shape == (4, DIM) and torch.isfinite(out).all()
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    prior = make_prior()
+    text_embed, _ = embeds()
+    torch.testing.assert_close(sample(prior, text_embed), sample(prior, text_embed))
+
+
+def test_default_sampler_follows_step_count():
+    prior = make_prior(sample_timesteps=5)
+    text_embed, _ = embeds()
+    calls = []
+    cond = {"text_embed": text_embed}
+    prior.p_sample_loop((4, DIM), cond, callback=calls.append)
+    assert len(calls) == 5  # sample_timesteps steps of DDIM
+    calls.clear()
+    prior.p_sample_loop((4, DIM), cond, timesteps=20, callback=calls.append)
+    assert len(calls) == 20  # all steps: DDPM
+
+
+def test_l2norm_clamp_options_change_output_as_documented():
+    text_embed, _ = embeds()
+    plain = sample(make_prior(), text_embed)
+    final = sample(make_prior(sampling_final_clamp_l2norm=True), text_embed)
+    torch.testing.assert_close(final.norm(dim=-1), torch.ones(4), atol=1e-5, rtol=0)  # unit norm in CLIP scale
+    torch.testing.assert_close(F.normalize(final, dim=-1), F.normalize(plain, dim=-1), atol=1e-5, rtol=0)
+    every_step = sample(make_prior(sampling_clamp_l2norm=True), text_embed)
+    torch.testing.assert_close(every_step.norm(dim=-1), torch.ones(4), atol=1e-4, rtol=0)  # last x0 was clamped
+    assert not torch.allclose(F.normalize(every_step, dim=-1), F.normalize(plain, dim=-1), atol=1e-3)
+    init = sample(make_prior(init_image_embed_l2norm=True), text_embed)
+    assert not torch.allclose(init, plain, atol=1e-4)
+
+
+def test_training_clamp_l2norm_projects_the_prediction():
+    text_embed, image_embed = embeds()
+    torch.manual_seed(5)
+    plain = make_prior()(text_embed=text_embed, image_embed=image_embed)
+    torch.manual_seed(5)
+    clamped = make_prior(training_clamp_l2norm=True)(text_embed=text_embed, image_embed=image_embed)
+    assert not torch.isclose(plain, clamped)
+    with pytest.raises(ValueError, match="training_clamp_l2norm"):
+        make_prior(training_clamp_l2norm=True, predict_x_start=False)
+
+
+def test_image_embed_scale_defaults_to_sqrt_dim_and_can_be_set():
+    assert make_prior().image_embed_scale == pytest.approx(DIM ** 0.5)
+    prior = make_prior(image_embed_scale=2.0, sampling_final_clamp_l2norm=True)
+    assert prior.image_embed_scale == 2.0
+    out = sample(prior, embeds()[0])
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(4), atol=1e-5, rtol=0)
+
+
+def test_guidance_needs_both_condition_dropouts():
+    text_embed, _ = embeds()
+    for kwargs in (dict(cond_drop_prob=0.0), dict(text_cond_drop_prob=0.2, image_cond_drop_prob=0.0)):
+        prior = make_prior(**kwargs)
+        with pytest.raises(ValueError, match="cond_scale=3.0 needs classifier-free guidance"):
+            sample(prior, text_embed, cond_scale=3.0)
+        sample(prior, text_embed, cond_scale=1.0)  # no guidance: fine
+
+
+def test_text_encodings_conditioning_and_missing_encodings():
+    prior = make_prior(condition_on_text_encodings=True)
+    text_embed, image_embed = embeds()
+    enc = torch.randn(4, 3, DIM)
+    prior(text_embed=text_embed, image_embed=image_embed, text_encodings=enc).backward()
+    assert sample(prior, text_embed, text_encodings=enc).shape == (4, DIM)
+    with pytest.raises(ValueError, match="condition_on_text_encodings=True"):
+        prior(text_embed=text_embed, image_embed=image_embed)
+
+
+def test_bad_inputs_raise_clear_errors():
+    prior = make_prior()
+    text_embed, image_embed = embeds()
+    with pytest.raises(ValueError, match="exactly one of text= and text_embed= \\(got neither\\)"):
+        prior(image_embed=image_embed)
+    with pytest.raises(ValueError, match="got both"):
+        prior(text=torch.ones(4, 3, dtype=torch.long), text_embed=text_embed, image_embed=image_embed)
+    with pytest.raises(ValueError, match="exactly one of image= and image_embed="):
+        prior(text_embed=text_embed)
+    with pytest.raises(ValueError, match="text_embed must have shape \\(batch, 16\\)"):
+        prior(text_embed=torch.randn(4, 8), image_embed=image_embed)
+    with pytest.raises(ValueError, match="image_embed must have shape"):
+        prior(text_embed=text_embed, image_embed=torch.randn(4, 8))
+    with pytest.raises(ValueError, match="4 texts but 3 images"):
+        prior(text_embed=text_embed, image_embed=image_embed[:3])
+    with pytest.raises(ValueError, match="needs a prior built with clip="):
+        prior(text=torch.ones(4, 3, dtype=torch.long), image_embed=image_embed)
+    with pytest.raises(ValueError, match="steps=50 is more than"):
+        sample(prior, text_embed, timesteps=50)
+    with pytest.raises(ValueError, match="sampler='nope'"):
+        sample(prior, text_embed, sampler="nope")
+    with pytest.raises(ValueError, match="num_samples_per_batch"):
+        sample(prior, text_embed, num_samples_per_batch=0)
+
+
+def test_bad_construction_raises():
+    net = DiffusionPriorNetwork(DIM, depth=1, dim_head=8, heads=2, max_text_len=4)
+    with pytest.raises(TypeError):
+        DiffusionPrior(net, image_embed_dim=DIM, timestep=10)  # typo
+    with pytest.raises(ValueError, match="image_embed_dim is required"):
+        DiffusionPrior(net)
+    with pytest.raises(ValueError, match=r"network's dim \(16\) must equal the image embedding dim \(32"):
+        DiffusionPrior(net, image_embed_dim=32)
+    with pytest.raises(ValueError, match="loss_type='l3'"):
+        DiffusionPrior(net, image_embed_dim=DIM, loss_type="l3")
+    with pytest.raises(ValueError, match="beta_schedule"):
+        DiffusionPrior(net, image_embed_dim=DIM, beta_schedule="cosin")
+    with pytest.raises(ValueError, match="cond_drop_prob"):
+        DiffusionPrior(net, image_embed_dim=DIM, cond_drop_prob=1.5)
+    with pytest.raises(ValueError, match="num_timesteps"):
+        DiffusionPrior(DiffusionPriorNetwork(DIM, depth=1, dim_head=8, num_timesteps=10), image_embed_dim=DIM,
+                       timesteps=20)
+    with pytest.raises(TypeError, match="DiffusionPriorNetwork"):
+        DiffusionPrior(torch.nn.Linear(2, 2), image_embed_dim=DIM)
+
+
+def test_clip_inputs_and_rerank(fake_clip):
+    torch.manual_seed(0)
+    net = DiffusionPriorNetwork(DIM, depth=1, dim_head=8, heads=2, max_text_len=4)
+    prior = DiffusionPrior(net, clip=fake_clip, timesteps=20, cond_drop_prob=0.2)
+    assert prior.image_embed_dim == DIM and not any(p.requires_grad for p in prior.clip.parameters())
+    text = torch.tensor([[3, 4, 5, 0], [7, 8, 0, 0]])
+    images = torch.randn(2, 3, 4, 4)
+    prior(text, images).backward()
+    out = prior.sample(text, num_samples_per_batch=3, timesteps=4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, DIM)
+    # the kept candidate is the one most similar to its text
+    text_embed = fake_clip.embed_text(text)[0]
+    cond = {"text_embed": text_embed.repeat_interleave(3, 0),
+            "text_encodings": fake_clip.embed_text(text)[1].repeat_interleave(3, 0)}
+    candidates = prior.p_sample_loop((6, DIM), cond, timesteps=4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, rerank_by_text_similarity(candidates, text_embed, 3))
+    sims = F.cosine_similarity(candidates.view(2, 3, DIM), text_embed[:, None], dim=-1)
+    torch.testing.assert_close(F.cosine_similarity(out, text_embed), sims.max(dim=1).values)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    prior = make_prior(net_options=dict(self_cond=True), beta_schedule="linear", predict_v=True,
+                       sampling_final_clamp_l2norm=True)
+    prior.save_pretrained(tmp_path)
+    loaded = DiffusionPrior.from_pretrained(tmp_path)
+    assert loaded.config == prior.config
+    text_embed, _ = embeds()
+    torch.testing.assert_close(sample(loaded, text_embed), sample(prior, text_embed), atol=0, rtol=0)
+    assert not any(key.startswith("noise_schedule") for key in prior.state_dict())
+
+
+def test_bfloat16_autocast_and_bfloat16_weights():
+    text_embed, image_embed = embeds()
+    prior = make_prior(net_options=dict(self_cond=True), condition_on_text_encodings=True)
+    enc = torch.randn(4, 3, DIM)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = prior(text_embed=text_embed, image_embed=image_embed, text_encodings=enc)
+        out = sample(prior, text_embed, text_encodings=enc, cond_scale=2.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(out).all()
+    half = prior.to(torch.bfloat16)
+    out = sample(half, text_embed.bfloat16(), text_encodings=enc.bfloat16(), cond_scale=2.0)
+    assert out.shape == (4, DIM) and torch.isfinite(out).all()
+
+
+def test_with_the_package_clip(tmp_path):
+    """The seed README's flow: a CLIP embeds raw text and images; it stays frozen; save/load keeps it."""
+    clip_module = pytest.importorskip("dalle2_pytorch.clip.model")
+    torch.manual_seed(0)
+    clip = clip_module.CLIP(dim_text=DIM, dim_image=DIM, dim_latent=DIM, num_text_tokens=100, text_enc_depth=1,
+                            text_seq_len=8, text_heads=2, text_dim_head=8, visual_enc_depth=1, visual_image_size=16,
+                            visual_patch_size=8, visual_heads=2, visual_dim_head=8)
+    net = DiffusionPriorNetwork(dim=DIM, depth=1, dim_head=8, heads=2, max_text_len=8)
+    prior = DiffusionPrior(net=net, clip=clip, timesteps=10, cond_drop_prob=0.2)
+    text, images = torch.randint(1, 100, (3, 8)), torch.randn(3, 3, 16, 16)
+    prior(text, images).backward()
+    assert not any(p.requires_grad for p in prior.clip.parameters()) and not prior.train().clip.training
+    prior.save_pretrained(tmp_path)
+    loaded = DiffusionPrior.from_pretrained(tmp_path)
+    draw = lambda p: p.sample(text, cond_scale=2.0, timesteps=3, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    torch.testing.assert_close(draw(loaded), draw(prior), atol=0, rtol=0)
