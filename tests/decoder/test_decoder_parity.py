@@ -3,7 +3,6 @@ noise schedules, unet flags set by the reference Decoder, unet outputs and guide
 
 import functools
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from dalle2_pytorch.decoder import Decoder
 
-_CANDIDATES = [
-    os.environ.get("DALLE2_FIXTURES", ""),
-    Path(__file__).resolve().parents[1] / "fixtures" / "dalle2_pytorch_1.15.6",
-    Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "dalle2_pytorch_1.15.6",
-]
-FIXTURES = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "decoder_basic.json").is_file()), None)
-pytestmark = pytest.mark.skipif(FIXTURES is None, reason="reference fixtures not found")
+from tests.reference_fixtures import FIXTURES  # noqa: E402
 
 CASES = ["decoder_basic", "decoder_cascade_text", "decoder_unet_options"]
 

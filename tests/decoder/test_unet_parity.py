@@ -1,8 +1,6 @@
 """The Unet reproduces the reference DALLE2-pytorch 1.15.6 unets (weights and outputs in shared fixtures)."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,13 +9,7 @@ from safetensors.torch import load_file
 from dalle2_pytorch.decoder.convert import load_reference_unet_state, reference_key_to_ours
 from dalle2_pytorch.decoder.unet import Unet
 
-_CANDIDATES = [
-    os.environ.get("DALLE2_FIXTURES", ""),
-    Path(__file__).resolve().parents[1] / "fixtures" / "dalle2_pytorch_1.15.6",
-    Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "dalle2_pytorch_1.15.6",
-]
-FIXTURES = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "decoder_basic.json").is_file()), None)
-pytestmark = pytest.mark.skipif(FIXTURES is None, reason="reference fixtures not found")
+from tests.reference_fixtures import FIXTURES  # noqa: E402
 
 CASES = [("decoder_basic", 0), ("decoder_cascade_text", 0), ("decoder_cascade_text", 1), ("decoder_unet_options", 0)]
 

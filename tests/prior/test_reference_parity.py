@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +12,8 @@ from dalle2_pytorch.diffusion import NoiseSchedule
 from dalle2_pytorch.prior.convert import convert_reference_network_state, convert_reference_prior_state
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 
-FIXTURES = Path("/work/shared/fixtures/dalle2_pytorch_1.15.6")
+from tests.reference_fixtures import FIXTURES  # noqa: E402
 CASES = ["prior_embed_only", "prior_text_encodings", "prior_options"]
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="reference fixtures not available")
 
 
 def _load(case: str):
