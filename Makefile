@@ -9,12 +9,16 @@ PY      = $(VENV)/bin/python
 # install your CUDA torch first and `pip install .` keeps it.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
@@ -23,7 +27,13 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/dalle2 demo
 
-test: venv
+# The browser test drives Debian's chromium (no browser download); install it when apt can.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+		|| echo "chromium not installed: the browser test will be skipped")
+
+test: $(VENV)/.installed-test chromium
 	$(PY) -m pytest -q tests
 
 clean:
