@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dalle2_pytorch.diffusion import NoiseSchedule
+from dalle2_pytorch.diffusion import NoiseSchedule, randn
 
 FloatOrRange = Union[float, Sequence[float]]
 IntOrRange = Union[int, Sequence[int]]
@@ -152,8 +152,7 @@ class LowresConditioner(nn.Module):
         """Diffuse ``image`` to ``noise_levels`` (LongTensor (b,)) of the augmentation schedule."""
         if self.noise_schedule is None:
             raise RuntimeError("noise_image called on a LowresConditioner built with use_noise=False")
-        noise = torch.randn(image.shape, generator=generator, dtype=image.dtype,
-                            device=_device_of(generator, image.device)).to(image.device)
+        noise = randn(image.shape, generator=generator, dtype=image.dtype, device=image.device)
         return self.noise_schedule.q_sample(image, noise_levels.to(image.device), noise)
 
     # ------------------------------------------------------------------ public entry points

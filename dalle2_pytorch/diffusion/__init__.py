@@ -9,6 +9,7 @@ from dalle2_pytorch.diffusion.guidance import classifier_free_guidance, dynamic_
 from dalle2_pytorch.diffusion.inpaint import repaint_sample_loop
 from dalle2_pytorch.diffusion.learned_variance import (discretized_gaussian_log_likelihood, learned_variance_log_var,
                                                        normal_kl, variance_frac, vlb_loss)
+from dalle2_pytorch.diffusion.noise import RowGenerators, randn
 from dalle2_pytorch.diffusion.losses import (LOSS_TYPES, diffusion_loss, elementwise_loss, min_snr_weights,
                                              p2_loss_weights)
 from dalle2_pytorch.diffusion.objectives import (OBJECTIVES, eps_from_x0, model_output_to_x0, objective_from_flags,
@@ -19,7 +20,7 @@ from dalle2_pytorch.diffusion.samplers import (SAMPLERS, karras_sigmas, nfe_per_
 from dalle2_pytorch.diffusion.schedules import BETA_SCHEDULES, NoiseSchedule, extract, make_betas
 
 __all__ = [
-    "BETA_SCHEDULES", "LOSS_TYPES", "OBJECTIVES", "SAMPLERS", "ModelDenoiser", "NoiseSchedule",
+    "BETA_SCHEDULES", "LOSS_TYPES", "OBJECTIVES", "SAMPLERS", "ModelDenoiser", "NoiseSchedule", "RowGenerators", "randn",
     "classifier_free_guidance", "diffusion_loss", "discretized_gaussian_log_likelihood", "dynamic_threshold",
     "elementwise_loss", "eps_from_x0", "extract", "karras_sigmas", "l2norm_clamp", "learned_variance_log_var",
     "make_betas", "min_snr_weights", "model_output_to_x0", "nfe_per_step", "normal_kl", "objective_from_flags",

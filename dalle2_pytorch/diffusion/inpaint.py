@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from dalle2_pytorch.diffusion.denoiser import ModelDenoiser
-from dalle2_pytorch.diffusion.samplers import (Callback, _report, ancestral_step, check_steps, randn,
-                                               sampling_sigmas)
+from dalle2_pytorch.diffusion.noise import randn
+from dalle2_pytorch.diffusion.samplers import Callback, _report, ancestral_step, check_steps, sampling_sigmas
 
 
 @torch.no_grad()

@@ -14,16 +14,11 @@ import torch
 from torch import Tensor
 
 from dalle2_pytorch.diffusion.denoiser import ModelDenoiser
+from dalle2_pytorch.diffusion.noise import randn
 from dalle2_pytorch.diffusion.schedules import NoiseSchedule
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 Callback = Optional[Callable[[dict[str, Any]], None]]
-
-
-def randn(shape, *, generator: Optional[torch.Generator], device, dtype=torch.float32) -> Tensor:
-    """Standard normal noise drawn on the generator's device (reproducible), then moved to ``device``."""
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 
 
 def _report(callback: Callback, i: int, total: int, x: Tensor, sigma: Tensor, denoised: Tensor) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 from dalle2_pytorch.diffusion import (ModelDenoiser, NoiseSchedule, diffusion_loss, l2norm_clamp,
                                       model_output_to_x0, objective_from_flags, sample_loop, training_target)
 from dalle2_pytorch.diffusion.losses import check_loss_type
+from dalle2_pytorch.diffusion.noise import randn
 from dalle2_pytorch.diffusion.samplers import resolve_sampler
 from dalle2_pytorch.prior.conditioning import (embed_image, embed_text, prepare_clip, rerank_by_text_similarity,
                                                resolve_embed_dim)
@@ -209,8 +210,7 @@ class DiffusionPrior(PretrainedMixin, nn.Module):
         denoiser = ModelDenoiser(model_fn, self.noise_schedule, self.objective, self_condition=self.net.self_cond,
                                  x0_transform=self.l2norm_clamp_embed if self.sampling_clamp_l2norm else None)
         device = text_embed.device
-        gen_device = generator.device if generator is not None else device
-        noise = torch.randn(tuple(shape), generator=generator, device=gen_device).to(device)
+        noise = randn(tuple(shape), generator=generator, device=device)
         if self.init_image_embed_l2norm:
             noise = self.l2norm_clamp_embed(noise)
         x0 = sample_loop(denoiser, tuple(shape), sampler=sampler, steps=steps, eta=eta, generator=generator,
