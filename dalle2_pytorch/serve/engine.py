@@ -1,0 +1,164 @@
+"""The model behind the server: a small protocol, and its adapter for a saved :class:`DALLE2`.
+
+The server only needs ``generate(prompts, seeds, settings, progress) -> PIL images`` plus a description
+of what the model accepts; :class:`DALLE2Engine` provides both for a DALLE2 pipeline.  Every image is
+drawn from its own generator seeded with its own seed (``dalle2_pytorch.diffusion.RowGenerators``), so an image depends on
+its prompt, seed and settings only, never on the other images in its batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import torch
+
+from dalle2_pytorch.dalle2 import DALLE2, to_pil_images, tokenize_for
+from dalle2_pytorch.diffusion.samplers import SAMPLERS
+from dalle2_pytorch.diffusion import RowGenerators
+
+SAMPLING_FILE = "sampling.json"  # recommended settings that `dalle2 demo` writes beside prior/ and decoder/
+Progress = Callable[[float], None]  # fraction of the batch's sampling done, in [0, 1]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sampling settings shared by every image of a batch (``None`` = the checkpoint's default)."""
+
+    cond_scale: Optional[float] = None  # decoder guidance (first unet; upsamplers keep their default)
+    prior_cond_scale: Optional[float] = None
+    sampler: Optional[str] = None  # decoder sampler
+    steps: Optional[int] = None  # decoder steps, every unet
+
+
+class ImageEngine(Protocol):
+    """What the server needs from a model."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able facts the page and ``/v1/health`` show: samplers, step limit, image size, defaults."""
+
+    def check(self, settings: Settings) -> list[tuple[str, str]]:
+        """Problems with ``settings`` for this model, as (field, message); empty when fine."""
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], settings: Settings,
+                 progress: Optional[Progress] = None) -> list:
+        """One PIL image per (prompt, seed)."""
+
+
+class DALLE2Engine:
+    """Serves a :class:`DALLE2`: its prior picks image embeddings, its decoder cascade paints them.
+
+    ``defaults``: the ``sampling.json`` layout (``{"prior": {cond_scale, steps, sampler}, "decoder":
+    {cond_scale, steps, sampler}}``, lists per unet allowed) used where a request leaves a setting out.
+    """
+
+    def __init__(self, dalle2: DALLE2, *, defaults: Optional[dict[str, Any]] = None) -> None:
+        if not isinstance(dalle2, DALLE2):
+            raise TypeError(f"dalle2 must be a DALLE2, got {type(dalle2).__name__}")
+        self.dalle2 = dalle2.eval()
+        defaults = defaults or {}
+        self.prior_defaults = dict(defaults.get("prior", {}))
+        self.decoder_defaults = dict(defaults.get("decoder", {}))
+        self.num_unets = dalle2.decoder.num_unets
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path, *, device: str | torch.device | None = None) -> "DALLE2Engine":
+        """Load ``DALLE2.save_pretrained`` output, or a folder holding ``prior/`` and ``decoder/`` (``dalle2 demo``).
+
+        ``device``: where the model runs (e.g. ``"cuda"``); it stays on the CPU when None.  Noise is always
+        drawn on the CPU from each image's seed, so a seed gives the same noise on every device."""
+        from dalle2_pytorch.decoder.decoder import Decoder
+        from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
+
+        root = Path(directory)
+        if (root / "prior" / "config.json").is_file() and (root / "decoder" / "config.json").is_file():
+            dalle2 = DALLE2(prior=DiffusionPrior.from_pretrained(root / "prior"),
+                            decoder=Decoder.from_pretrained(root / "decoder"))
+        elif (root / "config.json").is_file():
+            dalle2 = DALLE2.from_pretrained(root)
+        else:
+            raise FileNotFoundError(f"checkpoint={str(root)!r}: expected a DALLE2.save_pretrained folder (config.json) "
+                                    "or a folder holding prior/ and decoder/ (e.g. outputs/checkpoints after "
+                                    "`dalle2 demo`)")
+        sampling = root / SAMPLING_FILE
+        defaults = json.loads(sampling.read_text()) if sampling.is_file() else None
+        return cls(dalle2 if device is None else dalle2.to(device), defaults=defaults)
+
+    # ------------------------------------------------------------------ what the model accepts
+    @property
+    def max_steps(self) -> int:
+        return min(int(schedule.num_timesteps) for schedule in self.dalle2.decoder.schedules)
+
+    def describe(self) -> dict[str, Any]:
+        decoder, prior = self.dalle2.decoder, self.dalle2.prior
+        return {"model": "DALLE2", "image_size": int(decoder.image_sizes[-1]), "num_unets": self.num_unets,
+                "samplers": sorted(SAMPLERS), "max_steps": self.max_steps,
+                "decoder_guidance": bool(decoder.can_classifier_guidance),
+                "prior_guidance": bool(prior.can_classifier_guidance),
+                "defaults": {"cond_scale": self._per_unet("cond_scale", 1.0)[0],
+                             "prior_cond_scale": self.prior_defaults.get("cond_scale", 1.0),
+                             "sampler": self._per_unet("sampler", None)[0],
+                             "steps": self._per_unet("steps", None)[0]}}
+
+    def check(self, settings: Settings) -> list[tuple[str, str]]:
+        problems = []
+        if settings.steps is not None and settings.steps > self.max_steps:
+            problems.append(("steps", f"steps={settings.steps} is more than this model's {self.max_steps} "
+                                      "training timesteps"))
+        if settings.cond_scale not in (None, 1.0) and not self.dalle2.decoder.can_classifier_guidance:
+            problems.append(("cond_scale", f"cond_scale={settings.cond_scale}: this decoder was trained without "
+                                           "classifier-free guidance; use 1"))
+        if settings.prior_cond_scale not in (None, 1.0) and not self.dalle2.prior.can_classifier_guidance:
+            problems.append(("prior_cond_scale", f"prior_cond_scale={settings.prior_cond_scale}: this prior was "
+                                                 "trained without classifier-free guidance; use 1"))
+        return problems
+
+    # ------------------------------------------------------------------ sampling
+    def _per_unet(self, key: str, fallback: Any) -> list:
+        value = self.decoder_defaults.get(key, fallback)
+        return list(value) if isinstance(value, (list, tuple)) else [value] * self.num_unets
+
+    def _decoder_settings(self, settings: Settings) -> dict[str, Any]:
+        scales = self._per_unet("cond_scale", 1.0)
+        if settings.cond_scale is not None:
+            scales[0] = settings.cond_scale
+        if not self.dalle2.decoder.can_classifier_guidance:
+            scales = [1.0] * self.num_unets
+        samplers = self._per_unet("sampler", None) if settings.sampler is None else [settings.sampler] * self.num_unets
+        steps = self._per_unet("steps", None) if settings.steps is None else [settings.steps] * self.num_unets
+        return {"cond_scale": scales, "sampler": samplers, "steps": steps}
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], settings: Settings,
+                 progress: Optional[Progress] = None) -> list:
+        if len(prompts) != len(seeds) or not prompts:
+            raise ValueError(f"need one seed per prompt and at least one prompt; got {len(prompts)} prompts and "
+                             f"{len(seeds)} seeds")
+        prior, decoder = self.dalle2.prior, self.dalle2.decoder
+        device = self.dalle2.device
+        generators = RowGenerators.from_seeds(seeds)
+        stages = 1 + self.num_unets
+        report = progress or (lambda fraction: None)
+
+        def on_decoder_step(info: dict) -> None:
+            done = info["unet_number"] + (info["i"] + 1) / max(1, info["total"])
+            report(min(1.0, done / stages))
+
+        prior_cond_scale = self.prior_defaults.get("cond_scale", 1.0) if settings.prior_cond_scale is None \
+            else settings.prior_cond_scale
+        if not prior.can_classifier_guidance:
+            prior_cond_scale = 1.0
+        tokens = tokenize_for(prior.clip, list(prompts), device)
+        image_embed = prior.sample(tokens, num_samples_per_batch=self.dalle2.prior_num_samples,
+                                   cond_scale=prior_cond_scale, timesteps=self.prior_defaults.get("steps"),
+                                   sampler=self.prior_defaults.get("sampler"), generator=generators)
+        report(1 / stages)
+        text = tokenize_for(decoder.clip, list(prompts), device) if decoder.condition_on_text_encodings else None
+        images = decoder.sample(image_embed=image_embed, text=text, generator=generators,
+                                callback=on_decoder_step, **self._decoder_settings(settings))
+        if not decoder.auto_normalize_img:
+            images = (images + 1) * 0.5
+        report(1.0)
+        return to_pil_images(images.clamp(0, 1))

@@ -1,0 +1,277 @@
+"""The machinery shared by the trainers: one optimised *part* per independently trained module.
+
+A part is a module inside the model (the prior's network, one unet of a decoder) with its own
+AdamW, learning-rate schedule, grad scaler (fp16 only) and EMA.  The trainer runs the model's loss
+on chunks of a batch (gradient accumulation), steps one part at a time, skips steps whose loss or
+gradients are not finite, and saves/loads everything as one atomic safetensors checkpoint.
+
+Distribution goes through Hugging Face ``accelerate``: the model sits on ``accelerator.device``,
+and with several processes the gradients of the part being stepped are averaged across them just
+before the step.  Averaging only the stepped part (instead of wrapping the model in DDP) is what
+lets a cascade train one unet at a time without DDP's unused-parameter errors.  Mixed precision
+(``'fp16'`` with a gradient scaler, or ``'bf16'``) is ``torch.autocast`` around the loss.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from ema_pytorch import EMA
+from torch import nn
+
+from dalle2_pytorch.serialization import _class_path
+from dalle2_pytorch.trainers.accumulation import split_batch
+from dalle2_pytorch.trainers.checkpoint import (capture_rng_state, flatten_optimizer_state, prefixed,
+                                                read_training_checkpoint, restore_rng_state, unflatten_optimizer_state,
+                                                unprefixed, write_training_checkpoint)
+from dalle2_pytorch.trainers.optim import LRSchedule, apply_learning_rate, check_positive
+
+PRECISIONS = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrainedPart:
+    """One independently optimised module and its bookkeeping."""
+
+    name: str                      # 'prior' or 'unet1', 'unet2', ...
+    module_path: str               # where the module sits inside the model ('net', 'unets.0', ...)
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    base_lr: float
+    schedule: LRSchedule
+    max_grad_norm: float | None
+    ema: EMA | None
+    scaler: torch.amp.GradScaler | None
+    params: list[nn.Parameter] = field(default_factory=list)
+    step: int = 0                  # optimiser steps taken
+    skipped_steps: int = 0         # steps skipped for a non-finite loss or gradient
+    consecutive_bad_steps: int = 0
+    overflow_steps: int = 0        # fp16 steps skipped by the grad scaler (normal while it calibrates)
+    pending_backward: bool = False
+    pending_nonfinite: bool = False
+
+    def counters(self) -> dict[str, int]:
+        return {"step": self.step, "skipped_steps": self.skipped_steps,
+                "consecutive_bad_steps": self.consecutive_bad_steps, "overflow_steps": self.overflow_steps}
+
+
+def resolve_precision(mixed_precision: str | None, accelerator: Accelerator) -> str:
+    value = accelerator.mixed_precision if mixed_precision is None else mixed_precision
+    if value not in PRECISIONS:
+        raise ValueError(f"mixed_precision={value!r}: expected one of {sorted(PRECISIONS)}")
+    return value
+
+
+class TrainerBase:
+    """Shared core of :class:`DiffusionPriorTrainer` and :class:`DecoderTrainer` (not used directly)."""
+
+    def __init__(self, model: nn.Module, *, accelerator: Accelerator | None, mixed_precision: str | None,
+                 max_consecutive_bad_steps: int) -> None:
+        check_positive("max_consecutive_bad_steps", max_consecutive_bad_steps, integer=True)
+        if accelerator is not None and not isinstance(accelerator, Accelerator):
+            raise TypeError(f"accelerator must be an accelerate.Accelerator, got {type(accelerator).__name__}")
+        # The trainer applies precision itself, so an Accelerator made here never fixes the process-wide
+        # precision (accelerate keeps one per process): two trainers may use different ones.
+        self.accelerator = accelerator if accelerator is not None else Accelerator()
+        self.mixed_precision = resolve_precision(mixed_precision, self.accelerator)
+        self.max_consecutive_bad_steps = max_consecutive_bad_steps
+        self.model = model.to(self.accelerator.device)
+        self.parts: dict[str, TrainedPart] = {}
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def _add_part(self, *, name: str, module_path: str, optimizer: torch.optim.Optimizer, lr: float,
+                  schedule: LRSchedule, max_grad_norm: float | None, ema: EMA | None) -> None:
+        check_positive("max_grad_norm", max_grad_norm, allow_none=True)
+        module = self.model.get_submodule(module_path)
+        scaler = torch.amp.GradScaler(self.device.type) if self.mixed_precision == "fp16" else None
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.parts[name] = TrainedPart(name=name, module_path=module_path, module=module, optimizer=optimizer,
+                                       base_lr=float(lr), schedule=schedule, max_grad_norm=max_grad_norm, ema=ema,
+                                       scaler=scaler, params=params)
+
+    def autocast(self) -> ContextManager:
+        dtype = PRECISIONS[self.mixed_precision]
+        return nullcontext() if dtype is None else torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _to_device(self, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+        if isinstance(value, torch.Tensor):
+            return value.to(self.device)
+        return value
+
+    # ------------------------------------------------------------------ training
+    def _forward_backward(self, part: TrainedPart, loss_fn: Callable[..., torch.Tensor], args: tuple,
+                          kwargs: dict[str, Any], max_batch_size: int | None) -> float:
+        """Loss of the whole batch (a float); gradients accumulate into the part's parameters."""
+        args = tuple(self._to_device(a) for a in args)
+        kwargs = {k: self._to_device(v) for k, v in kwargs.items()}
+        if not self.model.training:
+            self.model.train()
+        total: torch.Tensor | None = None
+        for fraction, chunk_args, chunk_kwargs in split_batch(args, kwargs, max_batch_size):
+            with self.autocast():
+                loss = loss_fn(*chunk_args, **chunk_kwargs)
+            if fraction != 1.0:
+                loss = loss * fraction
+            (part.scaler.scale(loss) if part.scaler is not None else loss).backward()
+            total = loss.detach().float() if total is None else total + loss.detach().float()
+        value = float(total.item())
+        part.pending_backward = True
+        if not math.isfinite(value):
+            part.pending_nonfinite = True
+        return value
+
+    def _sync_gradients(self, part: TrainedPart) -> None:
+        """Average the part's gradients over processes (a no-op in a single process)."""
+        if self.accelerator.num_processes == 1:
+            return
+        for p in part.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in part.params])
+        flat = self.accelerator.reduce(flat, reduction="mean")
+        offset = 0
+        for p in part.params:
+            n = p.numel()
+            p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+            offset += n
+
+    def _update(self, part: TrainedPart) -> None:
+        """One optimiser step of ``part`` (clip, step, EMA), or a counted skip when something is not finite."""
+        if not part.pending_backward:
+            raise RuntimeError(f"update() for {part.name} was called without a forward pass since the last update: "
+                               "call the trainer on a batch first")
+        self._sync_gradients(part)
+        if part.scaler is not None:
+            part.scaler.unscale_(part.optimizer)
+        grads = [p.grad for p in part.params if p.grad is not None]
+        if part.max_grad_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_(part.params, part.max_grad_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        grads_finite = bool(torch.isfinite(norm))
+        if grads_finite and not part.pending_nonfinite:
+            apply_learning_rate(part.optimizer, part.base_lr, part.schedule, part.step)
+            if part.scaler is not None:
+                part.scaler.step(part.optimizer)
+            else:
+                part.optimizer.step()
+            if part.ema is not None:
+                part.ema.update()
+            part.step += 1
+            part.consecutive_bad_steps = 0
+        elif part.scaler is not None and not part.pending_nonfinite:
+            part.overflow_steps += 1  # fp16 gradient overflow: the scaler lowers its scale and we go on
+        else:
+            self._count_bad_step(part, "loss" if part.pending_nonfinite else "gradient norm")
+        if part.scaler is not None:
+            part.scaler.update()
+        part.optimizer.zero_grad(set_to_none=True)
+        part.pending_backward = False
+        part.pending_nonfinite = False
+
+    def _count_bad_step(self, part: TrainedPart, what: str) -> None:
+        part.skipped_steps += 1
+        part.consecutive_bad_steps += 1
+        if part.consecutive_bad_steps >= self.max_consecutive_bad_steps:
+            raise FloatingPointError(
+                f"{part.name}: {part.consecutive_bad_steps} consecutive steps had a non-finite {what} "
+                f"(max_consecutive_bad_steps={self.max_consecutive_bad_steps}); training has diverged. "
+                "Lower the learning rate, set max_grad_norm, or resume from the last checkpoint")
+        warnings.warn(f"{part.name}: non-finite {what}; skipped this optimiser step "
+                      f"({part.skipped_steps} skipped so far)", RuntimeWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _model_meta(self) -> dict[str, Any] | None:
+        config = getattr(self.model, "config", None)
+        return None if config is None else {"class": _class_path(type(self.model)), "config": config}
+
+    def training_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Every tensor and scalar of the training state (what :meth:`save` writes)."""
+        from dalle2_pytorch import __version__
+
+        tensors = prefixed(self.model.state_dict(), "model")
+        parts_meta: dict[str, Any] = {}
+        for name, part in self.parts.items():
+            opt_tensors, opt_rest = flatten_optimizer_state(part.optimizer.state_dict(), f"optim.{name}")
+            tensors.update(opt_tensors)
+            if part.ema is not None:
+                tensors.update(prefixed(part.ema.state_dict(), f"ema.{name}"))
+            parts_meta[name] = {**part.counters(), "optimizer": opt_rest,
+                                "scaler": None if part.scaler is None else part.scaler.state_dict()}
+        rng_tensors, rng_meta = capture_rng_state()
+        tensors.update(rng_tensors)
+        meta = {"kind": type(self).__name__, "library_version": __version__, "model": self._model_meta(),
+                "parts": parts_meta, "rng": rng_meta,
+                "ema_targets": {n: p.module_path for n, p in self.parts.items() if p.ema is not None}}
+        return tensors, meta
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a training checkpoint (one safetensors file, atomically; only the main process writes)."""
+        path = Path(path)
+        if self.is_main_process:
+            tensors, meta = self.training_state()
+            write_training_checkpoint(path, tensors, meta)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def load(self, path: str | os.PathLike, only_model: bool = False, strict: bool = True) -> None:
+        """Restore a checkpoint written by :meth:`save` (everything, or only the model's weights).
+
+        Learning rates, weight decay, eps and betas stay those given to this trainer's constructor,
+        so they may be changed on resume.  Legacy ``.pt``/``.pth`` files are read as model weights
+        only, with ``torch.load(weights_only=True)``.
+        """
+        path = Path(path)
+        if path.suffix in (".pt", ".pth"):
+            self._load_legacy(path, strict)
+            return
+        tensors, meta = read_training_checkpoint(path, type(self).__name__)
+        self.model.load_state_dict(unprefixed(tensors, "model"), strict=strict)
+        if only_model:
+            return
+        if set(meta["parts"]) != set(self.parts):
+            raise ValueError(f"{path} trained parts {sorted(meta['parts'])} but this trainer trains "
+                             f"{sorted(self.parts)}; pass only_model=True to load the weights alone")
+        for name, part in self.parts.items():
+            saved = meta["parts"][name]
+            hyper = [{k: g[k] for k in ("weight_decay", "eps", "betas")} for g in part.optimizer.param_groups]
+            part.optimizer.load_state_dict(unflatten_optimizer_state(tensors, saved["optimizer"], f"optim.{name}"))
+            for group, values in zip(part.optimizer.param_groups, hyper):
+                group.update(values)
+            if part.ema is not None:
+                ema_state = unprefixed(tensors, f"ema.{name}")
+                if not ema_state:
+                    raise ValueError(f"{path} has no EMA for {name}; build the trainer with use_ema=False or "
+                                     "pass only_model=True")
+                part.ema.load_state_dict(ema_state)
+            if part.scaler is not None and saved.get("scaler"):
+                part.scaler.load_state_dict(saved["scaler"])
+            part.step, part.skipped_steps = int(saved["step"]), int(saved["skipped_steps"])
+            part.consecutive_bad_steps = int(saved["consecutive_bad_steps"])
+            part.overflow_steps = int(saved["overflow_steps"])
+            part.pending_backward = part.pending_nonfinite = False
+        restore_rng_state(tensors, meta["rng"])
+
+    def _load_legacy(self, path: Path, strict: bool) -> None:
+        from dalle2_pytorch.serialization import load_legacy_state_dict
+
+        self.model.load_state_dict(load_legacy_state_dict(path), strict=strict)

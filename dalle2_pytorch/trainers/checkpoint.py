@@ -1,0 +1,155 @@
+"""Training checkpoints: one safetensors file holding tensors plus a JSON header, written atomically.
+
+A checkpoint holds everything needed to continue training exactly: the model's state dict
+(``model.*``), each EMA (``ema.<part>.*``), each optimiser's tensors (``optim.<part>.*``), the RNG
+states (``rng.*``) and, as JSON in the safetensors metadata, the step counters, optimiser
+hyper-parameters, grad-scaler state, RNG states of ``random``/``numpy`` and the model's config
+(enough to rebuild it with :func:`rebuild_model`).  The file is written to a temporary name,
+fsynced and renamed (:func:`dalle2_pytorch.serialization.save_tensors`), so a process killed while
+saving leaves the previous checkpoint intact.  Nothing is ever unpickled when loading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from dalle2_pytorch.serialization import resolve_class, save_tensors
+
+CHECKPOINT_FORMAT_VERSION = 1
+METADATA_KEY = "dalle2_pytorch_training_state"
+
+
+# ----------------------------------------------------------------------------- optimisers
+def flatten_optimizer_state(state: dict[str, Any], prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into named tensors and a JSON-able rest."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, per_param in state["state"].items():
+        for name, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}.{index}.{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Inverse of :func:`flatten_optimizer_state`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            index, name = key[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    for index, values in rest["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{key}": value for key, value in state.items()}
+
+
+def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    start = len(prefix) + 1
+    return {key[start:]: value for key, value in tensors.items() if key.startswith(prefix + ".")}
+
+
+# ----------------------------------------------------------------------------- random number generators
+def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The states of torch (CPU and every CUDA device), ``random`` and ``numpy``'s global generators."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{index}"] = state
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    meta = {"python": [version, list(internal), gauss],
+            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    return tensors, meta
+
+
+def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"].cpu())
+    cuda_states = [tensors[f"rng.cuda.{i}"].cpu() for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+# ----------------------------------------------------------------------------- files
+def check_finite(tensors: dict[str, torch.Tensor], prefixes: tuple[str, ...] = ("model.", "ema.")) -> None:
+    """Refuse to save a diverged model: every floating weight under ``prefixes`` must be finite."""
+    for name, tensor in tensors.items():
+        if name.startswith(prefixes) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"refusing to save non-finite weights ({name}); the model has diverged. "
+                             "Load the last good checkpoint and lower the learning rate")
+
+
+def write_training_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Atomically write ``tensors`` with ``meta`` (JSON) into one safetensors file."""
+    check_finite(tensors)
+    header = dict(meta, format_version=CHECKPOINT_FORMAT_VERSION)
+    path = Path(path)
+    save_tensors(tensors, path, metadata={METADATA_KEY: json.dumps(header)})
+    return path
+
+
+def read_training_checkpoint(path: str | os.PathLike, kind: str,
+                             device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a file written by :func:`write_training_checkpoint` for a trainer of class ``kind``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    with safe_open(str(path), framework="pt", device=str(device)) as handle:
+        header = (handle.metadata() or {}).get(METADATA_KEY)
+        if header is None:
+            raise ValueError(f"{path} is a safetensors file but not a dalle2_pytorch training checkpoint "
+                             f"(no {METADATA_KEY!r} metadata); use from_pretrained for model weights")
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    meta = json.loads(header)
+    version = meta.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(f"{path} has training-checkpoint format_version {version!r} (written by dalle2_pytorch "
+                         f"{meta.get('library_version')!r}); this library reads version {CHECKPOINT_FORMAT_VERSION}")
+    if meta.get("kind") != kind:
+        raise ValueError(f"{path} is a {meta.get('kind')} checkpoint; it cannot be loaded into a {kind}")
+    return tensors, meta
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        header = (handle.metadata() or {}).get(METADATA_KEY)
+    if header is None:
+        raise ValueError(f"{path} is not a dalle2_pytorch training checkpoint")
+    return json.loads(header)
+
+
+def rebuild_model(path: str | os.PathLike, use_ema: bool = False):
+    """Rebuild the trained model (a ``DiffusionPrior`` or ``Decoder``) from a training checkpoint.
+
+    With ``use_ema`` the exponential-moving-average weights replace the online ones.
+    """
+    meta = read_checkpoint_meta(path)
+    model_meta = meta["model"]
+    model = resolve_class(model_meta["class"]).from_config(model_meta["config"])
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    model.load_state_dict(unprefixed(tensors, "model"), strict=True)
+    if use_ema:
+        for part, module_path in meta["ema_targets"].items():
+            target = model.get_submodule(module_path)
+            ema_state = unprefixed(tensors, f"ema.{part}")
+            target.load_state_dict(unprefixed(ema_state, "ema_model"), strict=True)
+    return model
+

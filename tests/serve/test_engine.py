@@ -1,0 +1,67 @@
+"""The model adapter, checkpoint loading and serve_main's wiring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from dalle2_pytorch.serve.engine import DALLE2Engine, Settings
+from dalle2_pytorch.serve.server import serve_main
+from tests.serve.conftest import wait_for
+from tests.serve.tiny_model import tiny_dalle2
+
+
+def test_engine_images_depend_only_on_prompt_seed_and_settings(engine):
+    settings = Settings(sampler="ddpm", steps=3)
+    alone = engine.generate(["a red circle"], [11], settings)
+    fractions = []
+    batch = engine.generate(["a blue square", "a red circle"], [3, 11], settings, progress=fractions.append)
+    assert np.array_equal(np.asarray(alone[0]), np.asarray(batch[1]))
+    assert not np.array_equal(np.asarray(batch[0]), np.asarray(batch[1]))
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) > 3
+
+
+def test_engine_checks_settings_against_the_model(engine):
+    assert engine.check(Settings(steps=50, cond_scale=3.0)) == []
+    assert [field for field, _ in engine.check(Settings(steps=51))] == ["steps"]
+    unguided = tiny_dalle2()
+    unguided.decoder.can_classifier_guidance = False
+    problems = DALLE2Engine(unguided).check(Settings(cond_scale=2.0))
+    assert problems and problems[0][0] == "cond_scale" and "guidance" in problems[0][1]
+
+
+def test_checkpoint_in_demo_layout_loads(tmp_path):
+    model = tiny_dalle2()
+    model.prior.save_pretrained(tmp_path / "prior")
+    model.decoder.save_pretrained(tmp_path / "decoder")
+    engine = DALLE2Engine.from_checkpoint(tmp_path, device="cpu")
+    assert engine.describe()["image_size"] == 16 and engine.describe()["defaults"]["sampler"] is None
+    with pytest.raises(FileNotFoundError, match="prior/ and decoder/"):
+        DALLE2Engine.from_checkpoint(tmp_path / "missing")
+
+
+def test_a_failing_model_fails_the_job_and_the_server_keeps_serving(make_client, engine, monkeypatch):
+    client = make_client()
+    real_generate = engine.generate
+    monkeypatch.setattr(engine, "generate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    failed = wait_for(client, client.post("/v1/generate", json={"prompt": "a red circle"}).json()["id"])
+    assert failed["status"] == "failed" and "out of memory" in failed["error"]
+    monkeypatch.setattr(engine, "generate", real_generate)
+    recovered = wait_for(client, client.post("/v1/generate", json={"prompt": "a red circle"}).json()["id"])
+    assert recovered["status"] == "done"
+
+
+def test_serve_main_loads_the_checkpoint_and_runs_uvicorn(checkpoint, monkeypatch):
+    import uvicorn
+
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: calls.update(app=app, host=host, port=port))
+    serve_main(checkpoint, host="127.0.0.1", port=7861, max_batch=2, threads=torch.get_num_threads())
+    assert (calls["host"], calls["port"]) == ("127.0.0.1", 7861)
+    with TestClient(calls["app"]) as client:
+        assert client.get("/v1/health").json()["queue"]["max_batch"] == 2
+    for bad in ({"port": 70000}, {"port": "80"}, {"threads": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            serve_main(checkpoint, **bad)

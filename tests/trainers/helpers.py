@@ -1,0 +1,75 @@
+"""Tiny priors, decoders and a deterministic stand-in model shared by the trainer tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dalle2_pytorch.decoder.decoder import Decoder
+from dalle2_pytorch.decoder.unet import Unet
+from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
+from dalle2_pytorch.prior.network import DiffusionPriorNetwork
+from dalle2_pytorch.trainers.base import TrainerBase
+from dalle2_pytorch.trainers.optim import LRSchedule, build_adamw
+
+EMBED_DIM = 8
+
+
+def tiny_prior(seed: int = 0, **kwargs) -> DiffusionPrior:
+    torch.manual_seed(seed)
+    net = DiffusionPriorNetwork(dim=EMBED_DIM, depth=1, dim_head=8, heads=1)
+    base = dict(image_embed_dim=EMBED_DIM, timesteps=20, cond_drop_prob=0.2, condition_on_text_encodings=False)
+    base.update(kwargs)
+    return DiffusionPrior(net, **base)
+
+
+def tiny_unet(**kwargs) -> Unet:
+    base = dict(dim=8, cond_dim=8, dim_mults=(1, 2), num_resnet_blocks=1, attn_heads=1, attn_dim_head=8,
+                image_embed_dim=EMBED_DIM)
+    base.update(kwargs)
+    return Unet(**base)
+
+
+def tiny_decoder(num_unets: int = 1, seed: int = 0, **kwargs) -> Decoder:
+    """``num_unets`` tiny unets at 8, 16, ... pixels with 20 timesteps."""
+    torch.manual_seed(seed)
+    unets = tuple(tiny_unet() for _ in range(num_unets))
+    base = dict(image_sizes=tuple(8 * 2 ** i for i in range(num_unets)), timesteps=20, beta_schedule="cosine")
+    base.update(kwargs)
+    return Decoder(unet=unets, **base)
+
+
+def batch(rows: int = 4, size: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images in [0, 1], image embeddings) drawn from their own generator."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(rows, 3, size, size, generator=g), torch.randn(rows, EMBED_DIM, generator=g)
+
+
+class Regression(nn.Module):
+    """A deterministic model whose forward is a loss: mean squared error of a small MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 1))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ((self.net(x).squeeze(-1) - y) ** 2).mean()
+
+
+class RegressionTrainer(TrainerBase):
+    """The shared trainer core around :class:`Regression` (one part, no EMA)."""
+
+    def __init__(self, model: nn.Module, *, lr: float = 1e-2, mixed_precision: str | None = "no",
+                 max_grad_norm: float | None = None, max_consecutive_bad_steps: int = 3) -> None:
+        super().__init__(model, accelerator=None, mixed_precision=mixed_precision,
+                         max_consecutive_bad_steps=max_consecutive_bad_steps)
+        optimizer = build_adamw(self.model, lr=lr, wd=0.1, eps=1e-8, betas=(0.9, 0.99))
+        self._add_part(name="net", module_path="", optimizer=optimizer, lr=lr, schedule=LRSchedule(),
+                       max_grad_norm=max_grad_norm, ema=None)
+
+    def __call__(self, *args, max_batch_size=None, **kwargs) -> float:
+        return self._forward_backward(self.parts["net"], self.model, args, kwargs, max_batch_size)
+
+    def update(self) -> None:
+        self._update(self.parts["net"])
