@@ -34,7 +34,7 @@ chromium:
 		|| echo "chromium not installed: the browser test will be skipped")
 
 test: $(VENV)/.installed-test chromium
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -8,14 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run faster on one thread, and the suite shares a couple of cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 class FakeClipAdapter(nn.Module):
     """A deterministic stand-in with the adapter interface: token ids -> embeddings via tables."""

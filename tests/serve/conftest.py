@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-import torch
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
 pytest.importorskip("httpx", reason="httpx (for fastapi's TestClient) is not installed")
@@ -21,13 +20,6 @@ from tests.serve.tiny_model import save_tiny_checkpoint  # noqa: E402
 SAMPLING = {"prior": {"cond_scale": 1.0, "steps": 4, "sampler": "ddim"},
             "decoder": {"cond_scale": [2.0, 1.0], "steps": [4, 4], "sampler": "ddim"}}
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
