@@ -28,11 +28,10 @@ from accelerate import Accelerator
 from ema_pytorch import EMA
 from torch import nn
 
-from dalle2_pytorch.serialization import _class_path
+from dalle2_pytorch.serialization import _class_path, flatten_optimizer_state, unflatten_optimizer_state
 from dalle2_pytorch.trainers.accumulation import split_batch
-from dalle2_pytorch.trainers.checkpoint import (capture_rng_state, flatten_optimizer_state, prefixed,
-                                                read_training_checkpoint, restore_rng_state, unflatten_optimizer_state,
-                                                unprefixed, write_training_checkpoint)
+from dalle2_pytorch.trainers.checkpoint import (capture_rng_state, prefixed, read_training_checkpoint,
+                                                restore_rng_state, unprefixed, write_training_checkpoint)
 from dalle2_pytorch.trainers.optim import LRSchedule, apply_learning_rate, check_positive
 
 PRECISIONS = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}

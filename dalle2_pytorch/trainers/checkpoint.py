@@ -21,36 +21,11 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from dalle2_pytorch.serialization import resolve_class, save_tensors
+from dalle2_pytorch.serialization import (flatten_optimizer_state, resolve_class, save_tensors,  # noqa: F401
+                                          unflatten_optimizer_state)
 
 CHECKPOINT_FORMAT_VERSION = 1
 METADATA_KEY = "dalle2_pytorch_training_state"
-
-
-# ----------------------------------------------------------------------------- optimisers
-def flatten_optimizer_state(state: dict[str, Any], prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split ``optimizer.state_dict()`` into named tensors and a JSON-able rest."""
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, per_param in state["state"].items():
-        for name, value in per_param.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{prefix}.{index}.{name}"] = value
-            else:
-                scalars.setdefault(str(index), {})[name] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """Inverse of :func:`flatten_optimizer_state`."""
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix + "."):
-            index, name = key[len(prefix) + 1:].split(".", 1)
-            state.setdefault(int(index), {})[name] = value
-    for index, values in rest["scalars"].items():
-        state.setdefault(int(index), {}).update(values)
-    return {"state": state, "param_groups": rest["param_groups"]}
 
 
 def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
