@@ -1,0 +1,75 @@
+"""Our side of the benchmark: runs one workload with this repository's dalle2_pytorch.
+
+Run it with the twin venv's interpreter (`.bench-venv`, same torch as the reference venv, made by
+`setup_reference_venv.sh`) or with the project's `.venv` for a smoke test:
+
+    .bench-venv/bin/python benchmarks/ours_side.py --workload decoder_train [--quick]
+
+It prints one `BENCHMARK_RESULT {json}` line; `compare.py` runs it for you.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+
+BENCHMARKS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCHMARKS_DIR)
+# Import this checkout's package even from an interpreter where it is not installed (the project's .venv
+# has it editable; putting the checkout first also wins over any other installed dalle2_pytorch).
+sys.path.insert(1, REPO_ROOT)
+
+from common import emit, side_arguments  # noqa: E402
+from workloads import Backend, run  # noqa: E402
+
+
+def _accepts(function, name: str) -> bool:
+    return name in inspect.signature(function).parameters
+
+
+def _backend() -> Backend:
+    import dalle2_pytorch as ours
+
+    location = os.path.abspath(ours.__file__)
+    if not location.startswith(REPO_ROOT + os.sep):
+        raise RuntimeError(f"imported dalle2_pytorch from {location}, not from this repository {REPO_ROOT}")
+
+    def build_decoder(unet_kwargs: dict, decoder_kwargs: dict):
+        return ours.Decoder(unet=ours.Unet(**unet_kwargs), **decoder_kwargs)
+
+    def build_prior(network_kwargs: dict, prior_kwargs: dict):
+        return ours.DiffusionPrior(net=ours.DiffusionPriorNetwork(**network_kwargs), **prior_kwargs)
+
+    def sample_decoder(decoder, image_embed, steps: int):
+        # Same call as the reference: DDIM at `sample_timesteps` from the constructor.  Where our sampler
+        # is selectable, name DDIM and the step count explicitly so the comparison cannot drift.
+        options = {}
+        if _accepts(decoder.sample, "sampler"):
+            options["sampler"] = "ddim"
+        if _accepts(decoder.sample, "steps"):
+            options["steps"] = steps
+        return decoder.sample(image_embed=image_embed, cond_scale=1.0, **options)
+
+    def sample_prior(prior, text_embed, steps: int):
+        shape = (text_embed.shape[0], text_embed.shape[-1])
+        loop = prior.p_sample_loop
+        options = {}
+        if _accepts(loop, "sampler"):
+            options["sampler"] = "ddim"
+        options["steps" if _accepts(loop, "steps") else "timesteps"] = steps
+        return loop(shape, text_cond=dict(text_embed=text_embed), cond_scale=1.0, **options)
+
+    return Backend(
+        side="ours", package_version=ours.__version__, build_decoder=build_decoder, build_prior=build_prior,
+        sample_decoder=sample_decoder, sample_prior=sample_prior,
+    )
+
+
+def main() -> None:
+    args = side_arguments(__doc__.splitlines()[0])
+    emit(run(_backend(), args.workload, args.quick, args.device))
+
+
+if __name__ == "__main__":
+    main()
