@@ -1,0 +1,134 @@
+"""What each `dalle2` subcommand does (argument parsing is in :mod:`dalle2_pytorch.cli.main`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+SAMPLING_FILE = "sampling.json"  # recommended sampling settings written beside prior/ and decoder/
+
+
+def demo(args: argparse.Namespace) -> int:
+    from dalle2_pytorch.train.demo import run_demo
+
+    summary = run_demo(args.preset, args.out, retrain=args.retrain, threads=args.threads)
+    return 0 if summary["num_images"] else 1
+
+
+def train(args: argparse.Namespace) -> int:
+    from dalle2_pytorch.train.configs import load_train_config
+    from dalle2_pytorch.train.loop import TrainingRun
+
+    if args.images is not None:
+        if args.kind != "decoder":
+            raise ValueError(f"--images trains an unconditional decoder; it does not apply to `train {args.kind}`")
+        if args.config is not None:
+            raise ValueError("give --config or --images, not both")
+        config = images_config(args.images, args.image_size, args.steps, args.out)
+    elif args.config is None:
+        raise ValueError(f"`dalle2 train {args.kind}` needs --config FILE"
+                         + (" (or --images DIR)" if args.kind == "decoder" else ""))
+    else:
+        config = load_train_config(args.config, kind=args.kind)
+    training = TrainingRun(config, resume=args.resume)
+    summary = training.run()
+    if training.accelerator.is_main_process:
+        print(json.dumps(summary))
+    return 0
+
+
+def images_config(folder: str, image_size: int, steps: int | None, out: str | None):
+    """An unconditional two-unet cascade (image_size/2 -> image_size) on a folder of images, no config needed."""
+    from dalle2_pytorch.train.configs import DecoderTrainConfig
+
+    if not Path(folder).is_dir():
+        raise ValueError(f"--images {folder!r} is not a folder")
+    if image_size < 16 or image_size % 16:
+        raise ValueError(f"--image-size {image_size}: expected a multiple of 16, at least 16")
+    return DecoderTrainConfig.model_validate({
+        "kind": "decoder",
+        "model": {"unconditional": True, "image_sizes": [image_size // 2, image_size], "timesteps": 1000,
+                  "learned_variance": False, "predict_v": True, "sample_timesteps": 50,
+                  "unets": [{"dim": 32, "dim_mults": [1, 2, 4], "num_resnet_blocks": 1, "attn_heads": 4},
+                            {"dim": 32, "dim_mults": [1, 2, 4], "num_resnet_blocks": 1, "attn_heads": 4}]},
+        "data": {"source": "image_folder", "path": folder, "image_size": image_size, "random_flip": True,
+                 "batch_size": 16},
+        "trainer": {"lr": 3e-4, "epochs": 3 if steps is None else 10 ** 9, "max_steps": steps, "ema_beta": 0.995},
+        "evaluation": {"validate_every": 500, "sample_every": 1000, "sampler": "ddim", "sample_steps": 50},
+        "checkpointing": {"directory": out or f"checkpoints/{Path(folder).resolve().name}", "save_every": 500},
+    })
+
+
+def load_pipeline(checkpoint: str | Path):
+    """A :class:`DALLE2` from a ``save_pretrained`` folder of one, or from a folder holding prior/ and decoder/."""
+    from dalle2_pytorch.dalle2 import DALLE2
+    from dalle2_pytorch.decoder.decoder import Decoder
+    from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
+    from dalle2_pytorch.serialization import load_json
+
+    root = Path(checkpoint)
+    if (root / "config.json").is_file() and load_json(root / "config.json").get("class", "").endswith(":DALLE2"):
+        return DALLE2.from_pretrained(root).eval()
+    for part in ("prior", "decoder"):
+        if not (root / part / "config.json").is_file():
+            raise FileNotFoundError(f"--checkpoint {root}: no {part}/config.json there; point it at a saved DALLE2 "
+                                    "or a folder holding prior/ and decoder/ (e.g. outputs/checkpoints after "
+                                    "`dalle2 demo`)")
+    return DALLE2(prior=DiffusionPrior.from_pretrained(root / "prior"),
+                  decoder=Decoder.from_pretrained(root / "decoder")).eval()
+
+
+def sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from dalle2_pytorch.train.image_grid import save_captioned_grid, save_image
+
+    if args.num_images < 1:
+        raise ValueError(f"--num-images {args.num_images}: expected at least 1")
+    pipeline = load_pipeline(args.checkpoint)
+    root = Path(args.checkpoint)
+    settings = json.loads((root / SAMPLING_FILE).read_text()) if (root / SAMPLING_FILE).is_file() else {}
+    prior_settings, decoder_settings = settings.get("prior", {}), settings.get("decoder", {})
+    num_unets = pipeline.decoder.num_unets
+    cond_scale = decoder_settings.get("cond_scale", [3.0] + [1.0] * (num_unets - 1))
+    if args.cond_scale is not None:
+        cond_scale = [args.cond_scale] + [1.0] * (num_unets - 1)
+    if not pipeline.decoder.can_classifier_guidance:
+        cond_scale = 1.0
+    captions = [text for text in args.text for _ in range(args.num_images)]
+    images = pipeline(captions, cond_scale=cond_scale, prior_cond_scale=prior_settings.get("cond_scale", 1.0),
+                      sampler=args.sampler or decoder_settings.get("sampler"),
+                      steps=args.steps or decoder_settings.get("steps"), prior_sampler=prior_settings.get("sampler"),
+                      prior_steps=prior_settings.get("steps"), generator=torch.Generator().manual_seed(args.seed))
+    out = Path(args.out)
+    for i, (image, caption) in enumerate(zip(images, captions)):
+        save_image(image, out / f"{i:03d}_{caption.replace(' ', '_')[:60]}.png")
+    grid = save_captioned_grid(images, captions, out / "grid.png", columns=args.num_images)
+    print(f"wrote {len(images)} images and {grid} to {out}")
+    return 0
+
+
+def embed(args: argparse.Namespace) -> int:
+    from dalle2_pytorch.train.embed_shards import embed_shards
+
+    written = embed_shards(args.urls, clip_dir=args.clip, out=args.out, shard_width=args.shard_width,
+                           batch_size=args.batch_size)
+    print(f"wrote {len(written)} embedding files to {args.out}")
+    return 0
+
+
+def config_validate(args: argparse.Namespace) -> int:
+    from dalle2_pytorch.train.configs import load_train_config
+
+    config = load_train_config(args.file)
+    print(f"{args.file}: valid {config.kind} config")
+    return 0
+
+
+def config_show(args: argparse.Namespace) -> int:
+    from dalle2_pytorch.train.configs import config_class, describe_fields
+
+    print(f"# dalle2 train {args.kind} --config FILE  (JSON/TOML/YAML with these sections)")
+    print("\n".join(describe_fields(config_class(args.kind))))
+    return 0

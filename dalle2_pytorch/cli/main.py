@@ -1,0 +1,117 @@
+"""The `dalle2` command (and its `dream` alias): a thin argparse front end over train/, data/ and the models.
+
+Errors a user can cause print one line (``error: ...``) and exit with status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from functools import partial
+from typing import Sequence
+
+from dalle2_pytorch.cli import commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dalle2", description="DALL-E 2 (unCLIP) in PyTorch: train, sample, demo.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # --debug is accepted after the command too (SUPPRESS: absent there, it keeps the top-level value)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback on errors")
+    command = partial(sub.add_parser, parents=[debug])
+
+    demo = command("demo", help="train CLIP, prior and a two-unet decoder on the toy set, then generate")
+    demo.add_argument("--preset", choices=["tiny", "small"], default="small",
+                      help="tiny: seconds, a smoke test; small (default): minutes, faithful images")
+    demo.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    demo.add_argument("--retrain", action="store_true", help="retrain every stage even if a checkpoint exists")
+    demo.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for these "
+                      "small models, and robust on a busy machine)")
+    demo.set_defaults(run=commands.demo)
+
+    train = command("train", help="train a model from a config file (or a decoder on a folder of images)")
+    train.add_argument("kind", choices=["clip", "prior", "decoder", "vae"])
+    train.add_argument("--config", help="training config (.json, .toml or .yaml)")
+    train.add_argument("--resume", action="store_true", help="continue from <checkpointing.directory>/latest")
+    train.add_argument("--images", help="decoder only, no config: train an unconditional cascade on this folder")
+    train.add_argument("--image-size", type=int, default=64, help="with --images: final image size (default 64)")
+    train.add_argument("--steps", type=int, default=None, help="with --images: training steps (default: 3 epochs)")
+    train.add_argument("--out", default=None, help="with --images: checkpoint folder (default checkpoints/<folder>)")
+    train.set_defaults(run=commands.train)
+
+    for name in ("sample", "dream"):
+        sample = command(name, help="generate images from text with a trained prior and decoder")
+        add_sample_arguments(sample)
+
+    embed = command("embed", help="precompute CLIP image embeddings for webdataset shards")
+    embed.add_argument("urls", help="shards, e.g. data/{0000..0009}.tar")
+    embed.add_argument("--clip", required=True, help="a CLIP saved by `dalle2 train clip` (its model folder)")
+    embed.add_argument("--out", required=True, help="folder for img_emb_<shard>.npy files")
+    embed.add_argument("--shard-width", type=int, default=4, help="digits of the shard number in each key")
+    embed.add_argument("--batch-size", type=int, default=64)
+    embed.set_defaults(run=commands.embed)
+
+    config = command("config", help="validate a config file, or show the defaults of a kind")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    config_command = partial(config_sub.add_parser, parents=[debug])
+    validate = config_command("validate", help="check a config file; print what is wrong")
+    validate.add_argument("file")
+    validate.set_defaults(run=commands.config_validate)
+    show = config_command("show", help="every field of a kind's config, with defaults and descriptions")
+    show.add_argument("--kind", choices=["clip", "prior", "decoder", "vae"], required=True)
+    show.set_defaults(run=commands.config_show)
+    return parser
+
+
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", nargs="+", help="one or more captions")
+    parser.add_argument("--checkpoint", default="outputs/checkpoints",
+                        help="folder with prior/ and decoder/ (what `dalle2 demo` writes; default outputs/checkpoints)")
+    parser.add_argument("--num-images", type=int, default=4, help="images per caption (default 4)")
+    parser.add_argument("--cond-scale", type=float, default=None, help="decoder guidance scale (default: 3 on unet 1)")
+    parser.add_argument("--sampler", default=None, help="ddpm | ddim | dpmpp_2m | euler | heun")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps per unet")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="outputs/samples", help="output folder (default outputs/samples)")
+    parser.set_defaults(run=commands.sample)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, ImportError, FileNotFoundError, FloatingPointError, OSError) as error:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"error: {error}", file=sys.stderr)
+            print("(run with --debug for the traceback)", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+def dream(argv: Sequence[str] | None = None) -> int:
+    """`dream "text"`: the seed README's command, the same as `dalle2 sample "text"`."""
+    parser = argparse.ArgumentParser(prog="dream", description="generate images from text (= dalle2 sample)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    add_sample_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(commands.sample(args) or 0)
+    except (ValueError, TypeError, ImportError, FileNotFoundError, OSError) as error:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Config sections shared by every kind of training run: data, trainer, evaluation, tracker, checkpointing."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import Field
+
+from dalle2_pytorch.train.config_base import StrictModel
+
+
+class ToyData(StrictModel):
+    """The built-in coloured-shapes set (generated, no download)."""
+
+    source: Literal["toy"] = "toy"
+    num_samples: int = Field(4096, gt=0)
+    image_size: int = Field(32, gt=0)
+    seed: int = 0
+    with_position: bool = False
+    with_size: bool = False
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="share of the samples held out for validation")
+    batch_size: int = Field(32, gt=0)
+    num_workers: int = Field(0, ge=0)
+
+
+class ImageFolderData(StrictModel):
+    """A folder of images, with same-named .txt captions when ``captions`` is true."""
+
+    source: Literal["image_folder"] = "image_folder"
+    path: str
+    image_size: int = Field(64, gt=0)
+    captions: bool = False
+    random_flip: bool = False
+    val_fraction: float = Field(0.02, ge=0, lt=1)
+    seed: int = 0
+    batch_size: int = Field(32, gt=0)
+    num_workers: int = Field(0, ge=0)
+
+
+class WebdatasetData(StrictModel):
+    """img2dataset tar shards, with CLIP image embeddings inside them or in clip-retrieval embedding shards."""
+
+    source: Literal["webdataset"] = "webdataset"
+    urls: str = Field(description="brace pattern of shards, e.g. data/{0000..0099}.tar (paths or fsspec URLs)")
+    val_urls: Optional[str] = Field(None, description="shards held out for validation")
+    embeddings_url: Optional[str] = Field(None, description="folder of img_emb_<shard>.npy; None = key.npy in tars")
+    text_embeddings_url: Optional[str] = None
+    shard_width: int = Field(4, gt=0)
+    image_size: int = Field(64, gt=0)
+    shuffle_num: int = Field(1000, ge=0)
+    seed: int = 0
+    batch_size: int = Field(32, gt=0)
+    num_workers: int = Field(4, ge=0)
+
+
+class ClipRetrievalData(StrictModel):
+    """clip-retrieval output (img_emb/, text_emb/, metadata/) for prior training."""
+
+    source: Literal["clip_retrieval"] = "clip_retrieval"
+    path: str
+    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.9, "val": 0.05, "test": 0.05})
+    seed: int = 0
+    batch_size: int = Field(256, gt=0)
+
+
+DataConfig = Union[ToyData, ImageFolderData, WebdatasetData, ClipRetrievalData]
+
+
+class TrainerSection(StrictModel):
+    """Optimisation."""
+
+    epochs: int = Field(1, gt=0)
+    max_steps: Optional[int] = Field(None, gt=0, description="stop after this many steps (before the epochs end)")
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: Optional[float] = Field(1.0, gt=0)
+    ema_beta: Optional[float] = Field(None, gt=0, lt=1, description="keep an EMA copy (used for samples/eval)")
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    seed: int = 0
+    unet_numbers: Optional[list[int]] = Field(None, description="decoder only: unets to train (default all)")
+
+
+class EvaluationSection(StrictModel):
+    """What runs besides training, and how often (in steps; 0 = never)."""
+
+    validate_every: int = Field(500, ge=0)
+    validation_batches: int = Field(8, gt=0)
+    sample_every: int = Field(1000, ge=0)
+    num_samples: int = Field(8, gt=0)
+    sampler: Optional[str] = Field("ddim", description="ddpm | ddim | dpmpp_2m | euler | heun")
+    sample_steps: Optional[int] = Field(32, gt=0)
+    cond_scale: float = Field(1.0, gt=0)
+
+
+class WandbSection(StrictModel):
+    project: str
+    run_name: Optional[str] = None
+    entity: Optional[str] = None
+    mode: Literal["online", "offline", "disabled"] = "offline"
+
+
+class TrackerSection(StrictModel):
+    """Where metrics go: the console always; JSONL, TensorBoard and W&B when enabled."""
+
+    log_every: int = Field(10, gt=0)
+    console: bool = True
+    jsonl: bool = True
+    tensorboard: bool = False
+    wandb: Optional[WandbSection] = None
+
+
+class CheckpointSection(StrictModel):
+    directory: str = "checkpoints/run"
+    save_every: int = Field(1000, gt=0, description="steps between saves of the latest checkpoint")
+    best_metric: str = Field("val_loss", description="metric that decides the best checkpoint")
+    best_mode: Literal["min", "max"] = "min"
+    copy_to: Optional[str] = Field(None, description="also copy each saved checkpoint to this folder")
+    hf_repo: Optional[str] = Field(None, description="also upload each saved checkpoint to this HF Hub repo")

@@ -1,0 +1,61 @@
+"""`dalle2 embed`: CLIP image embeddings for img2dataset shards, written as clip-retrieval style
+``img_emb_<shard>.npy`` files whose row ``i`` belongs to the key ``<shard><i zero-padded>`` (what the decoder's
+``embeddings_url`` reads).  Rows of missing or unreadable images stay all zero (the loader skips those)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from dalle2_pytorch.data.preprocess import ImagePreprocessor
+from dalle2_pytorch.data.shards import ReadStats, expand_urls, iterate_tar_samples, shard_name
+from dalle2_pytorch.serialization import atomic_write_bytes
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+
+def _image_bytes(sample: dict) -> bytes | None:
+    return next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
+
+
+@torch.no_grad()
+def embed_shards(urls: str, *, clip_dir: str, out: str, shard_width: int = 4, batch_size: int = 64) -> list[Path]:
+    from dalle2_pytorch.clip.adapters import BuiltinClipAdapter
+    from dalle2_pytorch.clip.model import CLIP
+
+    if not (Path(clip_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"--clip {clip_dir!r}: no saved CLIP there (config.json missing)")
+    adapter = BuiltinClipAdapter(CLIP.from_pretrained(clip_dir)).eval()
+    preprocess = ImagePreprocessor(image_size=adapter.image_size)
+    written = []
+    shards = expand_urls(urls)
+    if not shards:
+        raise ValueError(f"urls={urls!r} expands to no shard")
+    for url in tqdm(shards, desc="embed", unit="shard"):
+        stats = ReadStats()
+        rows, images = [], []
+        for sample in iterate_tar_samples(url, stats):
+            key = sample["__key__"].split("/")[-1]
+            data = _image_bytes(sample)
+            if data is None or not key[shard_width:].isdigit():
+                continue
+            try:
+                images.append(preprocess(Image.open(io.BytesIO(data)).convert("RGB")))
+            except (OSError, ValueError):
+                continue
+            rows.append(int(key[shard_width:]))
+        matrix = np.zeros((max(rows) + 1 if rows else 0, adapter.dim_latent), dtype=np.float32)
+        for start in range(0, len(images), batch_size):
+            embeds = adapter.embed_image(torch.stack(images[start:start + batch_size])).image_embed
+            matrix[rows[start:start + batch_size]] = embeds.float().numpy()
+        buffer = io.BytesIO()
+        np.save(buffer, matrix)
+        path = Path(out) / f"img_emb_{shard_name(url)}.npy"
+        atomic_write_bytes(path, buffer.getvalue())
+        written.append(path)
+    return written

@@ -1,0 +1,287 @@
+"""The config-driven training loop shared by CLIP, prior, decoder and VAE runs.
+
+Train on the data section's batches; every ``evaluation.validate_every`` steps compute the validation loss and the
+kind's metrics; every ``sample_every`` steps log a sample grid; every ``checkpointing.save_every`` steps (and at the
+end) save ``latest``, and ``best`` when the chosen metric improved.  ``resume=True`` continues from ``latest``
+exactly: same step count, and the rest of the interrupted epoch holds only samples not yet trained on.
+Works unchanged under ``accelerate launch`` (each process reads its own share of the data).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from dalle2_pytorch.trackers import ConsoleTracker, JsonlTracker, LocalSaver, Tracker, TrackerGroup
+from dalle2_pytorch.train.checkpointing import load_checkpoint, read_counters, save_checkpoint
+from dalle2_pytorch.train.data_sources import build_source
+from dalle2_pytorch.train.tasks import VaeTask, build_task
+
+
+def build_trackers(config, directory: Path, is_main: bool) -> Tracker:
+    section = config.tracker
+    trackers: list[Tracker] = []
+    if not is_main:
+        return TrackerGroup([])
+    if section.console:
+        trackers.append(ConsoleTracker(every=1))
+    if section.jsonl:
+        trackers.append(JsonlTracker(directory / "logs"))
+    if section.tensorboard:
+        from dalle2_pytorch.trackers import TensorBoardTracker
+
+        trackers.append(TensorBoardTracker(directory / "tensorboard"))
+    if section.wandb is not None:
+        from dalle2_pytorch.trackers import WandbTracker
+
+        w = section.wandb
+        trackers.append(WandbTracker(project=w.project, run_name=w.run_name, entity=w.entity, mode=w.mode,
+                                     directory=directory))
+    return TrackerGroup(trackers)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+class TrainingRun:
+    """One training run from a validated config (see :mod:`dalle2_pytorch.train.configs`)."""
+
+    def __init__(self, config, *, resume: bool = False, show_progress: bool = True,
+                 on_batch: Optional[Callable[[int, dict], None]] = None) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        self.config = config
+        trainer = config.trainer
+        # a decoder trains one unet per step, and guidance's null embeddings sit out some steps: DDP must allow it
+        self.accelerator = Accelerator(mixed_precision=trainer.mixed_precision,
+                                       kwargs_handlers=[DistributedDataParallelKwargs(
+                                           find_unused_parameters=config.kind != "clip")])
+        self.directory = Path(config.checkpointing.directory)
+        self.show_progress = show_progress and self.accelerator.is_main_process
+        self.on_batch = on_batch
+        torch.manual_seed(trainer.seed + self.accelerator.process_index)
+
+        self.model = config.model.create()
+        self.task = build_task(config, self.model)
+        self.source = build_source(config.data, self.accelerator.process_index, self.accelerator.num_processes)
+        trainable = [p for name, p in self.model.named_parameters()
+                     if p.requires_grad and not name.startswith(("clip.", "discr."))]
+        self.optimizers = {"model": torch.optim.AdamW(trainable, lr=trainer.lr, weight_decay=trainer.weight_decay)}
+        discr = getattr(self.model, "discr", None) if isinstance(self.task, VaeTask) else None
+        if discr is not None:
+            self.optimizers["discr"] = torch.optim.AdamW(discr.parameters(), lr=trainer.lr)
+        warmup = trainer.warmup_steps
+        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+            for name, optimizer in self.optimizers.items()}
+        prepared = self.accelerator.prepare(self.model, *self.optimizers.values())
+        self.wrapped, optimizers = prepared[0], prepared[1:]
+        self.optimizers = dict(zip(self.optimizers, optimizers))
+        self.ema = None
+        if trainer.ema_beta is not None:
+            from ema_pytorch import EMA
+
+            self.ema = EMA(self.model, beta=trainer.ema_beta, update_every=1, update_after_step=0)
+            self.ema.to(self.accelerator.device)
+
+        self.counters = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "samples_seen": 0, "best": None}
+        latest = self.directory / "latest"
+        if resume:
+            if read_counters(latest) is None:
+                raise ValueError(f"--resume: no checkpoint to resume from at {latest}")
+            self.counters = load_checkpoint(latest, model=self.model, ema_model=self._ema_model(),
+                                            optimizers=self.optimizers)
+            if self.ema is not None and "ema_updates" in self.counters:
+                self.ema.step.fill_(self.counters["ema_updates"])  # keeps the EMA's warm-up where it was
+                self.ema.initted.fill_(self.counters["ema_updates"] > 0)
+            for scheduler in self.schedulers.values():
+                scheduler.last_epoch = self.counters["step"]
+        elif read_counters(latest) is not None:
+            raise ValueError(f"{latest} already holds a checkpoint: pass --resume to continue it, or choose another "
+                             "checkpointing.directory")
+        self.tracker = build_trackers(config, self.directory, self.accelerator.is_main_process)
+        self.savers = []
+        if config.checkpointing.copy_to:
+            self.savers.append(LocalSaver(config.checkpointing.copy_to))
+        if config.checkpointing.hf_repo:
+            from dalle2_pytorch.trackers import HuggingFaceSaver
+
+            self.savers.append(HuggingFaceSaver(config.checkpointing.hf_repo))
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def model_for_eval(self):
+        ema_model = self._ema_model()
+        return self.model if ema_model is None else ema_model
+
+    def _ema_model(self):
+        return None if self.ema is None else self.ema.ema_model
+
+    def _total_steps(self) -> Optional[int]:
+        per_epoch = self.source.num_batches()
+        total = per_epoch * self.config.trainer.epochs if per_epoch is not None else None
+        limit = self.config.trainer.max_steps
+        return min(t for t in (total, limit) if t is not None) if (total or limit) else None
+
+    def _train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        trainer = self.config.trainer
+        step = self.counters["step"]
+        metrics = {}
+        with self.accelerator.autocast():
+            loss = self.task.loss(self.wrapped, batch, step)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: the loss is {loss.item()}; lower trainer.lr or check the data")
+        optimizer = self.optimizers["model"]
+        optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        if trainer.max_grad_norm is not None:
+            self.accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                             trainer.max_grad_norm)
+        optimizer.step()
+        self.schedulers["model"].step()
+        metrics["loss"] = loss.item()
+        if "discr" in self.optimizers:
+            discr_loss = self.task.discriminator_loss(self.model, batch)
+            self.optimizers["discr"].zero_grad(set_to_none=True)
+            self.accelerator.backward(discr_loss)
+            self.optimizers["discr"].step()
+            self.schedulers["discr"].step()
+            metrics["discr_loss"] = discr_loss.item()
+        if self.ema is not None:
+            self.ema.update()
+        if hasattr(self.task, "unet_for_step"):
+            metrics["unet"] = self.task.unet_for_step(step)
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and the kind's metrics on held-out batches (fixed noise, so values compare)."""
+        evaluation = self.config.evaluation
+        model = self.model_for_eval
+        was_training = model.training
+        model.eval()
+        losses, metrics, metric_batches = [], {}, 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1234)
+            for i, batch in enumerate(self.source.val_batches(evaluation.validation_batches)):
+                batch = _to_device(batch, self.accelerator.device)
+                losses.append(self.task.loss(model, batch, i).item())
+                if i == 0:
+                    metrics = self.task.metrics(model, batch, torch.Generator().manual_seed(0))
+                    metric_batches = 1
+        model.train(was_training)
+        result = dict(metrics) if metric_batches else {}
+        if losses:
+            result["val_loss"] = sum(losses) / len(losses)
+        return result
+
+    @torch.no_grad()
+    def log_samples(self) -> None:
+        batch = next(iter(self.source.val_batches(1)), None)
+        if batch is None:
+            return
+        model = self.model_for_eval
+        was_training = model.training
+        model.eval()
+        with torch.random.fork_rng(devices=[]):  # sampling must not shift the training run's random stream
+            made = self.task.samples(model, _to_device(batch, self.accelerator.device),
+                                     torch.Generator().manual_seed(0))
+        model.train(was_training)
+        if made is not None:
+            images, captions = made
+            self.tracker.log_images(f"{self.config.kind}_samples", images.cpu(), captions, self.counters["step"])
+
+    def save(self, metrics: Optional[dict[str, float]] = None) -> None:
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        counters = dict(self.counters)
+        if self.ema is not None:
+            counters["ema_updates"] = int(self.ema.step.item())
+        section = self.config.checkpointing
+        value = (metrics or {}).get(section.best_metric)
+        improved = value is not None and (counters["best"] is None or
+                                          (value < counters["best"] if section.best_mode == "min"
+                                           else value > counters["best"]))
+        if improved:
+            counters["best"] = self.counters["best"] = value
+        path = save_checkpoint(self.directory / "latest", model=self.model, ema_model=self._ema_model(),
+                               optimizers=self.optimizers, counters=counters)
+        for saver in self.savers:
+            saver.save(path, "latest")
+        if improved:
+            best = save_checkpoint(self.directory / "best", model=self.model, ema_model=self._ema_model(),
+                                   optimizers={}, counters=counters, with_training_state=False)
+            for saver in self.savers:
+                saver.save(best, "best")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, Any]:
+        config, counters = self.config, self.counters
+        evaluation, every_save = config.evaluation, config.checkpointing.save_every
+        total, per_epoch = self._total_steps(), self.source.num_batches()
+        self.tracker.log_config(config.model_dump(mode="json"))
+        bar = tqdm(total=total, initial=counters["step"], desc=f"train {config.kind}", unit="step",
+                   disable=not self.show_progress, dynamic_ncols=True)
+        last_metrics: dict[str, float] = {}
+        evaluated_at = sampled_at = -1
+        started = time.perf_counter()
+        self.model.train()
+        done = total is not None and counters["step"] >= total
+        while not done and counters["epoch"] < config.trainer.epochs:
+            for batch in self.source.epoch_batches(counters["epoch"], skip=counters["batch_in_epoch"]):
+                if self.on_batch is not None:
+                    self.on_batch(counters["step"], batch)
+                batch = _to_device(batch, self.accelerator.device)
+                metrics = self._train_step(batch)
+                counters["step"] += 1
+                counters["batch_in_epoch"] += 1
+                batch_size = len(next(v for v in batch.values() if isinstance(v, (torch.Tensor, list))))
+                counters["samples_seen"] += batch_size * self.accelerator.num_processes
+                if per_epoch is not None and counters["batch_in_epoch"] >= per_epoch:
+                    counters["epoch"] += 1
+                    counters["batch_in_epoch"] = 0
+                step = counters["step"]
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", epoch=counters["epoch"])
+                if step % config.tracker.log_every == 0:
+                    self.tracker.log({**metrics, "epoch": counters["epoch"], "samples": counters["samples_seen"],
+                                      "lr": self.schedulers["model"].get_last_lr()[0]}, step)
+                evaluated = None
+                if evaluation.validate_every and step % evaluation.validate_every == 0:
+                    evaluated = last_metrics = self.evaluate()
+                    evaluated_at = step
+                    self.tracker.log(evaluated, step)
+                if evaluation.sample_every and step % evaluation.sample_every == 0:
+                    self.log_samples()
+                    sampled_at = step
+                if step % every_save == 0:
+                    self.save(evaluated)
+                if total is not None and step >= total:
+                    done = True
+                    break
+            else:
+                if per_epoch is None:  # a stream without a known length: the epoch ends when it does
+                    counters["epoch"] += 1
+                    counters["batch_in_epoch"] = 0
+        bar.close()
+        final = last_metrics
+        if evaluated_at != counters["step"]:
+            final = self.evaluate()
+            if final:
+                self.tracker.log(final, counters["step"])
+                last_metrics = final
+        if sampled_at != counters["step"] and evaluation.sample_every:
+            self.log_samples()
+        self.save(final)
+        self.tracker.close()
+        return {"step": counters["step"], "epoch": counters["epoch"], "samples_seen": counters["samples_seen"],
+                "seconds": round(time.perf_counter() - started, 1), "checkpoint": str(self.directory / "latest"),
+                **{k: v for k, v in last_metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}}

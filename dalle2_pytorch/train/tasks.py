@@ -1,0 +1,178 @@
+"""What differs between model kinds in the training loop: the loss of a batch, validation, samples and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dalle2_pytorch.clip.tokenizer import tokenize
+
+
+def _tokens(captions: list[str], length: int, device: torch.device) -> torch.Tensor:
+    return tokenize(captions, context_length=length, truncate=True).to(device)
+
+
+def unwrap(model):
+    """The model itself when ``model`` is a DDP wrapper (``accelerate launch``), whose attributes it does not pass on."""
+    return getattr(model, "module", model)
+
+
+def _text_len(model) -> int:
+    model = unwrap(model)
+    clip = getattr(model, "clip", None)
+    if clip is not None and hasattr(clip, "max_text_len"):
+        return int(clip.max_text_len)
+    return int(getattr(model, "text_seq_len", 77))
+
+
+class Task:
+    """One model kind.  ``loss(model, batch, step)`` trains; the rest feed validation, grids and metrics."""
+
+    kind = ""
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def loss(self, model, batch: dict[str, Any], step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def samples(self, model, batch: dict[str, Any], generator: torch.Generator):
+        """(images, captions) for a grid, or None when this kind makes no images."""
+        return None
+
+    def metrics(self, model, batch: dict[str, Any], generator: torch.Generator) -> dict[str, float]:
+        return {}
+
+
+class ClipTask(Task):
+    kind = "clip"
+
+    def loss(self, model, batch, step):
+        if "captions" not in batch:
+            raise ValueError("training a CLIP needs captions: use data with captions (toy, image_folder with "
+                             "captions: true, or webdataset shards with .txt)")
+        tokens = _tokens(batch["captions"], unwrap(model).text_seq_len, batch["images"].device)
+        return model(tokens, batch["images"], return_loss=True)
+
+    def metrics(self, model, batch, generator):
+        """Text->image retrieval accuracy within the batch (duplicated captions count as correct)."""
+        tokens = _tokens(batch["captions"], model.text_seq_len, batch["images"].device)
+        logits = model(tokens, batch["images"])
+        best = logits.argmax(dim=-1).tolist()
+        hits = sum(batch["captions"][j] == caption for j, caption in zip(best, batch["captions"]))
+        return {"retrieval_accuracy": hits / len(best)}
+
+
+class PriorTask(Task):
+    kind = "prior"
+
+    def _inputs(self, model, batch):
+        if "text_embed" in batch and "image_embed" in batch:
+            return {"text_embed": batch["text_embed"], "image_embed": batch["image_embed"]}
+        if unwrap(model).clip is None:
+            raise ValueError("the data gives images and captions but the prior has no CLIP to embed them: "
+                             "set model.clip, or train on clip_retrieval embeddings")
+        return {"text": _tokens(batch["captions"], _text_len(model), batch["images"].device), "image": batch["images"]}
+
+    def loss(self, model, batch, step):
+        return model(**self._inputs(model, batch))
+
+    def metrics(self, model, batch, generator):
+        """Cosine similarity of sampled image embeddings to the true ones."""
+        inputs = self._inputs(model, batch)
+        if "text" in inputs:
+            text = model.clip.embed_text(inputs["text"])
+            truth = model.clip.embed_image(inputs["image"]).image_embed
+            text_embed = text.text_embed
+        else:
+            text_embed, truth = inputs["text_embed"], inputs["image_embed"]
+        evaluation = self.config.evaluation
+        sampled = model.sample(text_embed=text_embed, num_samples_per_batch=1, timesteps=evaluation.sample_steps,
+                               sampler=evaluation.sampler, cond_scale=evaluation.cond_scale, generator=generator)
+        return {"sample_cosine": F.cosine_similarity(sampled, truth.to(sampled.dtype)).mean().item()}
+
+
+class DecoderTask(Task):
+    kind = "decoder"
+
+    def __init__(self, config, unet_numbers: list[int]) -> None:
+        super().__init__(config)
+        self.unet_numbers = unet_numbers
+
+    def unet_for_step(self, step: int) -> int:
+        return self.unet_numbers[step % len(self.unet_numbers)]
+
+    def _conditions(self, model, batch) -> dict[str, Any]:
+        model = unwrap(model)
+        if model.unconditional:
+            return {}
+        conditions = {}
+        if "image_embed" in batch:
+            conditions["image_embed"] = batch["image_embed"]
+        if model.condition_on_text_encodings and "captions" in batch:
+            conditions["text"] = _tokens(batch["captions"], _text_len(model), batch["images"].device)
+        return conditions
+
+    def loss(self, model, batch, step):
+        return model(batch["images"], unet_number=self.unet_for_step(step), **self._conditions(model, batch))
+
+    def samples(self, model, batch, generator):
+        evaluation = self.config.evaluation
+        n = min(evaluation.num_samples, len(batch["images"]))
+        conditions = {}
+        if not model.unconditional:
+            image_embed = batch.get("image_embed")
+            if image_embed is None:
+                image_embed = model.clip.embed_image(batch["images"][:n]).image_embed
+            conditions["image_embed"] = image_embed[:n]
+            if model.condition_on_text_encodings and "captions" in batch:
+                conditions["text"] = _tokens(batch["captions"][:n], _text_len(model), batch["images"].device)
+        images = model.sample(batch_size=n, cond_scale=evaluation.cond_scale, sampler=evaluation.sampler,
+                              steps=evaluation.sample_steps, generator=generator, **conditions)
+        captions = batch.get("captions", [f"sample {i}" for i in range(n)])[:n]
+        return images, list(captions)
+
+    def metrics(self, model, batch, generator):
+        """On the toy set: the share of samples (made from held-out images' embeddings) that the judge accepts."""
+        if self.config.data.source != "toy" or model.unconditional:
+            return {}
+        from dalle2_pytorch.data import faithfulness
+
+        images, captions = self.samples(model, batch, generator)
+        return {"faithfulness": faithfulness(images, captions, attributes=("colour", "shape"))}
+
+
+class VaeTask(Task):
+    kind = "vae"
+
+    def loss(self, model, batch, step):
+        return model(batch["images"] * 2 - 1, return_loss=True)
+
+    def discriminator_loss(self, model, batch) -> torch.Tensor | None:
+        if getattr(model, "discr", None) is None:
+            return None
+        return model(batch["images"] * 2 - 1, return_discr_loss=True)
+
+    def samples(self, model, batch, generator):
+        n = min(self.config.evaluation.num_samples, len(batch["images"]))
+        recons = model(batch["images"][:n] * 2 - 1).clamp(-1, 1) * 0.5 + 0.5
+        images = torch.cat([batch["images"][:n], recons])
+        return images, [f"input {i}" for i in range(n)] + [f"reconstruction {i}" for i in range(n)]
+
+
+def build_task(config, model) -> Task:
+    if config.kind == "clip":
+        return ClipTask(config)
+    if config.kind == "prior":
+        return PriorTask(config)
+    if config.kind == "decoder":
+        numbers = config.trainer.unet_numbers or list(range(1, model.num_unets + 1))
+        bad = [n for n in numbers if not 1 <= n <= model.num_unets]
+        if bad:
+            raise ValueError(f"trainer.unet_numbers={numbers}: this decoder has unets 1..{model.num_unets}")
+        return DecoderTask(config, numbers)
+    if config.kind == "vae":
+        return VaeTask(config)
+    raise ValueError(f"kind={config.kind!r}: choose clip, prior, decoder or vae")

@@ -1,0 +1,101 @@
+"""The `dalle2` command end to end, in subprocesses: the tiny demo, reuse of its checkpoints, sampling from them,
+config validation, and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dalle2_pytorch.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dalle2(*args, cwd=None, entry="main"):
+    code = f"import sys; from dalle2_pytorch.cli.main import {entry}; sys.exit({entry}(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_demo_tiny_writes_images_grid_score_and_reuses_checkpoints(tmp_path):
+    out = tmp_path / "outputs"
+    first = dalle2("demo", "--preset", "tiny", "--out", out)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "faithfulness" in first.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["preset"] == "tiny" and 0.0 <= results["faithfulness"] <= 1.0
+    images = sorted((out / "images").glob("*.png"))
+    assert len(images) == results["num_images"] == 4
+    assert Image.open(images[0]).size == (16, 16)
+    grid = Image.open(out / "grid.png")
+    assert grid.size[0] > 4 * 96 and grid.size[1] > 96  # one row of 4 cells with captions beneath
+    for stage in ("clip", "prior", "decoder"):
+        assert (out / "checkpoints" / stage / "config.json").is_file()
+        assert (out / "checkpoints" / stage / "model.safetensors").is_file()
+
+    again = dalle2("demo", "--preset", "tiny", "--out", out)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("reusing") == 3
+
+    samples = tmp_path / "samples"
+    sampled = dalle2("a red circle", "--checkpoint", out / "checkpoints", "--num-images", "2", "--seed", "1",
+                     "--out", samples, entry="dream")
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    assert len(list(samples.glob("*_a_red_circle.png"))) == 2 and (samples / "grid.png").is_file()
+
+    from dalle2_pytorch.cli.commands import load_pipeline  # a saved DALLE2 folder works as --checkpoint too
+
+    load_pipeline(out / "checkpoints").save_pretrained(tmp_path / "dalle2")
+    assert main(["sample", "a blue square", "--checkpoint", str(tmp_path / "dalle2"), "--num-images", "1",
+                 "--steps", "2", "--out", str(tmp_path / "from_dalle2")]) == 0
+    assert (tmp_path / "from_dalle2" / "000_a_blue_square.png").is_file()
+
+
+def run_main(capsys, *args):
+    """`dalle2 ARGS` in this process (faster than a subprocess): (exit status, stdout, stderr)."""
+    status = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_errors_are_one_line_without_traceback(tmp_path, capsys):
+    status, _, err = run_main(capsys, "train", "decoder", "--config", tmp_path / "nope.json")
+    assert status == 2 and err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
+    status, _, err = run_main(capsys, "--debug", "train", "decoder", "--config", tmp_path / "nope.json")
+    assert status == 2 and "Traceback" in err
+    status, _, err = run_main(capsys, "sample", "a red circle", "--checkpoint", tmp_path)
+    assert status == 2 and "prior/config.json" in err
+    status, _, err = run_main(capsys, "train", "prior", "--images", tmp_path)
+    assert status == 2 and "unconditional decoder" in err
+
+
+def test_config_validate_and_show(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "decoder", "model": {"unets": [{"dim": "big"}], "colour": 1},
+                               "data": {"source": "toy"}}))
+    status, _, err = run_main(capsys, "config", "validate", bad)
+    assert status == 2
+    assert "model.unets.0.dim" in err and "model.colour: unknown field" in err
+    status, out, _ = run_main(capsys, "config", "validate", ROOT / "configs" / "toy_decoder.json")
+    assert status == 0 and "valid decoder config" in out
+    status, out, _ = run_main(capsys, "config", "show", "--kind", "prior")
+    assert status == 0 and "cond_drop_prob: float = 0.1" in out
+
+
+def test_train_decoder_on_a_folder_of_images(tmp_path, capsys):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i in range(20):
+        Image.new("RGB", (40, 40), (12 * i, 255 - 12 * i, 100)).save(folder / f"{i:02d}.png")
+    status, out, err = run_main(capsys, "train", "decoder", "--images", folder, "--image-size", "16", "--steps", "2",
+                                "--out", tmp_path / "run")
+    assert status == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["step"] == 2
+    assert (tmp_path / "run" / "latest" / "model" / "config.json").is_file()

@@ -1,0 +1,84 @@
+"""Resume: a run killed mid-epoch continues from its latest checkpoint to the same final step, trains on the rest of
+the interrupted epoch without repeating a sample, and ends with exactly the weights of an uninterrupted run."""
+
+import pytest
+import torch
+
+from dalle2_pytorch.train.configs import config_from_dict
+from dalle2_pytorch.train.loop import TrainingRun
+
+
+class Killed(Exception):
+    pass
+
+
+def tiny_clip_config(directory):
+    return config_from_dict({
+        "kind": "clip",
+        "model": {"dim_text": 16, "dim_image": 16, "dim_latent": 8, "text_seq_len": 8, "text_enc_depth": 1,
+                  "text_heads": 2, "text_dim_head": 8, "visual_enc_depth": 1, "visual_heads": 2,
+                  "visual_dim_head": 8, "visual_image_size": 16, "visual_patch_size": 8,
+                  "visual_patch_dropout": 0.0},
+        "data": {"source": "toy", "num_samples": 80, "image_size": 16, "val_fraction": 0.2, "batch_size": 8},
+        "trainer": {"epochs": 2, "lr": 1e-3, "ema_beta": 0.9},
+        "evaluation": {"validate_every": 0, "sample_every": 0, "validation_batches": 1},
+        "tracker": {"console": False},
+        "checkpointing": {"directory": str(directory), "save_every": 3},
+    })
+
+
+def run(config, *, resume=False, kill_at=None):
+    seen = []
+
+    def on_batch(step, batch):
+        if step == kill_at:
+            raise Killed
+        seen.append((step, batch["index"].tolist()))
+
+    training = TrainingRun(config, resume=resume, show_progress=False, on_batch=on_batch)
+    try:
+        summary = training.run()
+    except Killed:
+        summary = None
+    return training, summary, seen
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_step_without_repeating_samples(tmp_path):
+    config = tiny_clip_config(tmp_path / "interrupted")
+    _, summary, seen_before = run(config, kill_at=11)  # 8 batches per epoch: killed at batch 3 of epoch 1
+    assert summary is None
+    resumed, summary, seen_after = run(config, resume=True)
+    assert summary["step"] == 16 and summary["epoch"] == 2 and summary["samples_seen"] == 16 * 8
+
+    checkpoint_step = 9  # saves every 3 steps: the latest before the kill holds steps 0..8
+    assert seen_after[0][0] == checkpoint_step
+    epoch_one = [i for step, batch in seen_before if 8 <= step < checkpoint_step for i in batch]
+    epoch_one += [i for step, batch in seen_after for i in batch]
+    assert len(epoch_one) == len(set(epoch_one)) == 64  # every training sample once, none twice
+
+    reference, summary, seen_straight = run(tiny_clip_config(tmp_path / "straight"))
+    assert summary["step"] == 16
+    assert [b for s, b in seen_straight if s >= checkpoint_step] == [b for _, b in seen_after]
+    for (name, a), b in zip(resumed.model.state_dict().items(), reference.model.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs from the uninterrupted run"
+    for (name, a), b in zip(resumed.ema.state_dict().items(), reference.ema.state_dict().values()):
+        assert torch.equal(a, b), f"EMA {name} differs from the uninterrupted run"
+
+
+def test_resume_without_checkpoint_and_restart_over_checkpoint_are_errors(tmp_path):
+    config = tiny_clip_config(tmp_path / "run")
+    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+        TrainingRun(config, resume=True, show_progress=False)
+    run(config, kill_at=4)
+    with pytest.raises(ValueError, match="pass --resume"):
+        TrainingRun(config, show_progress=False)
+
+
+def test_a_save_killed_between_its_renames_keeps_the_previous_checkpoint(tmp_path):
+    config = tiny_clip_config(tmp_path / "run")
+    run(config, kill_at=4)  # latest holds step 3
+    latest = tmp_path / "run" / "latest"
+    latest.rename(tmp_path / "run" / ".latest.old")  # as if killed after moving the old one aside
+    training = TrainingRun(config, resume=True, show_progress=False)
+    assert training.counters["step"] == 3
