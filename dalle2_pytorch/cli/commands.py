@@ -109,6 +109,14 @@ def sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    from dalle2_pytorch.serve import serve_main
+
+    serve_main(args.checkpoint, host=args.host, port=args.port, max_batch=args.max_batch,
+               batch_window=args.batch_window, max_queue=args.max_queue, device=args.device)
+    return 0
+
+
 def embed(args: argparse.Namespace) -> int:
     from dalle2_pytorch.train.embed_shards import embed_shards
 

@@ -46,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
         sample = command(name, help="generate images from text with a trained prior and decoder")
         add_sample_arguments(sample)
 
+    serve = command("serve", help="serve a trained model: a web page and a JSON API (needs the [serve] extra)")
+    serve.add_argument("--checkpoint", default="outputs/checkpoints",
+                       help="a DALLE2 folder, or one with prior/ and decoder/ (default: what `dalle2 demo` writes)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    serve.add_argument("--max-batch", type=int, default=8, help="images sampled together at most (default 8)")
+    serve.add_argument("--batch-window", type=float, default=0.05,
+                       help="seconds a request waits for others to share its forward pass (default 0.05)")
+    serve.add_argument("--max-queue", type=int, default=32, help="queued requests before 503 (default 32)")
+    serve.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
+    serve.set_defaults(run=commands.serve)
+
     embed = command("embed", help="precompute CLIP image embeddings for webdataset shards")
     embed.add_argument("urls", help="shards, e.g. data/{0000..0009}.tar")
     embed.add_argument("--clip", required=True, help="a CLIP saved by `dalle2 train clip` (its model folder)")
