@@ -1,55 +1,62 @@
 """Training checkpoints of the config-driven loops: ``<dir>/latest`` and ``<dir>/best``.
 
 Each holds ``model/`` (``save_pretrained``: usable by ``from_pretrained`` and ``dalle2 sample``), ``ema_model/`` when
-an EMA is kept, and ``training_state.safetensors`` + ``training_state.json`` (optimiser tensors and hyper-parameters,
-RNG states, step/epoch/sample counters, the data position).  A checkpoint is written into a temporary folder and
-swapped in by rename, so a run killed while saving keeps the previous one.  Nothing is unpickled on load.
+an EMA is kept, ``training_state.json`` (step/epoch/sample counters, the data position) and, in ``latest``,
+``trainer.safetensors``: the library trainer's own checkpoint (weights, optimisers, EMAs, RNG states).  A checkpoint is
+written into a temporary folder and swapped in by rename, so a run killed while saving keeps the previous one.
 """
 
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-import torch
+from dalle2_pytorch.serialization import load_json, save_json
 
-from dalle2_pytorch.serialization import load_json, load_tensors, save_json, save_tensors
-from dalle2_pytorch.trainers.checkpoint import (capture_rng_state, flatten_optimizer_state, restore_rng_state,
-                                                unflatten_optimizer_state)
-
-STATE_TENSORS = "training_state.safetensors"
+TRAINER_FILE = "trainer.safetensors"
 STATE_JSON = "training_state.json"
 
 
-def save_checkpoint(directory: Path, *, model, ema_model, optimizers: dict[str, torch.optim.Optimizer],
-                    counters: dict[str, Any], with_training_state: bool = True) -> Path:
-    """Write a checkpoint folder at ``directory`` (replacing any previous one atomically)."""
+@contextmanager
+def ema_weights(trainer) -> Iterator[None]:
+    """The trainer's EMA weights in place of the online ones, for evaluation, samples and ``ema_model/``."""
+    online = {}
+    for name, part in trainer.parts.items():
+        if part.ema is not None:
+            online[name] = {k: v.clone() for k, v in part.module.state_dict().items()}
+            part.module.load_state_dict(part.ema.ema_model.state_dict())
+    try:
+        yield
+    finally:
+        for name, state in online.items():
+            trainer.parts[name].module.load_state_dict(state)
+
+
+def save_checkpoint(directory: Path, trainer, counters: dict[str, Any], with_training_state: bool = True) -> Path:
+    """Write a checkpoint folder at ``directory`` (replacing any previous one atomically).
+
+    Every process calls it (the trainer's save waits for all); only the main process writes."""
     directory = Path(directory)
     staging = directory.parent / f".{directory.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging / "model")
-    if ema_model is not None:
-        ema_model.save_pretrained(staging / "ema_model")
-    meta: dict[str, Any] = {"counters": counters}
+    main = trainer.is_main_process
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+        trainer.model.save_pretrained(staging / "model")
+        if any(part.ema is not None for part in trainer.parts.values()):
+            with ema_weights(trainer):
+                trainer.model.save_pretrained(staging / "ema_model")
+        save_json({"counters": counters}, staging / STATE_JSON)
     if with_training_state:
-        tensors: dict[str, torch.Tensor] = {}
-        meta["optimizers"] = {}
-        for name, optimizer in optimizers.items():
-            optim_tensors, rest = flatten_optimizer_state(optimizer.state_dict(), f"optim.{name}")
-            tensors.update(optim_tensors)
-            meta["optimizers"][name] = rest
-        rng_tensors, rng_meta = capture_rng_state()
-        tensors.update(rng_tensors)
-        meta["rng"] = rng_meta
-        save_tensors(tensors or {"empty": torch.zeros(1)}, staging / STATE_TENSORS)
-    save_json(meta, staging / STATE_JSON)
-    old = directory.parent / f".{directory.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    staging.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+        trainer.save(staging / TRAINER_FILE)
+    if main:
+        old = directory.parent / f".{directory.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if directory.exists():
+            directory.rename(old)
+        staging.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
     return directory
 
 
@@ -67,17 +74,10 @@ def read_counters(directory: Path) -> dict[str, Any] | None:
     return load_json(path)["counters"] if path.is_file() else None
 
 
-def load_checkpoint(directory: Path, *, model, ema_model, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
-    """Restore weights, optimisers and RNG states in place; returns the counters."""
+def load_checkpoint(directory: Path, trainer) -> dict:
+    """Restore weights, optimisers, EMAs and RNG states through the trainer; returns the counters."""
     directory = Path(directory)
-    meta = load_json(directory / STATE_JSON)
-    if "optimizers" not in meta:
+    if not (directory / TRAINER_FILE).is_file():
         raise ValueError(f"{directory} holds weights only (a 'best' checkpoint); resume from 'latest'")
-    model.load_state_dict(load_tensors(directory / "model" / "model.safetensors"))
-    if ema_model is not None and (directory / "ema_model").is_dir():
-        ema_model.load_state_dict(load_tensors(directory / "ema_model" / "model.safetensors"))
-    tensors = load_tensors(directory / STATE_TENSORS)
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizers"][name], f"optim.{name}"))
-    restore_rng_state(tensors, meta["rng"])
-    return meta["counters"]
+    trainer.load(directory / TRAINER_FILE)
+    return load_json(directory / STATE_JSON)["counters"]

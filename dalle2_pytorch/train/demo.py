@@ -7,7 +7,6 @@ few captions, one captioned grid, and the share of images that the pixel judge r
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from dalle2_pytorch.prior.network import DiffusionPriorNetwork
 from dalle2_pytorch.serialization import load_json, save_json
 from dalle2_pytorch.train.demo_presets import DemoPreset, get_preset
 from dalle2_pytorch.train.image_grid import save_captioned_grid, save_image
+from dalle2_pytorch.train.model_trainer import ModelTrainer
+from dalle2_pytorch.trainers import DecoderTrainer, DiffusionPriorTrainer
 
 TEXT_LEN = 8  # "a magenta triangle" is 5 tokens with start and end
 JUDGED = ("colour", "shape")
@@ -49,35 +50,20 @@ def render_toy_data(preset: DemoPreset) -> ToyData:
                    tokenize(distinct, context_length=TEXT_LEN))
 
 
-def warmup_cosine(steps: int, warmup_fraction: float = 0.05, floor: float = 0.05) -> Callable[[int], float]:
-    """Learning-rate factor: linear warm-up over the first steps, then a cosine decay to ``floor``."""
-    warmup = max(1, int(steps * warmup_fraction))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
+def schedule(steps: int) -> dict[str, int]:
+    """The trainers' learning-rate schedule for a stage: linear warm-up over 5 % of the steps, then cosine decay."""
+    return {"warmup_steps": max(1, int(steps * 0.05)), "cosine_decay_max_steps": steps}
 
 
-def fit(name: str, parameters, steps: int, lr: float, loss_fn: Callable[[int], torch.Tensor],
-        log: Callable[[str, dict], None] | None = None) -> float:
-    """AdamW with warm-up and cosine decay for ``steps`` steps, a progress bar showing the loss; returns the last loss."""
-    parameters = [p for p in parameters if p.requires_grad]
-    optimiser = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(steps))
+ADAMW = {"eps": 1e-8, "betas": (0.9, 0.999), "wd": 0.0, "max_grad_norm": 1.0}
+
+
+def fit(name: str, steps: int, train_step: Callable[[], float], log: Callable[[str, dict], None] | None = None) -> float:
+    """Call ``train_step`` (one trainer step, returning the loss) ``steps`` times under a progress bar."""
     smoothed = None
     with tqdm(range(steps), desc=name, unit="step", dynamic_ncols=True, leave=True) as bar:
         for step in bar:
-            loss = loss_fn(step)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimiser.step()
-            schedule.step()
-            value = loss.item()
+            value = train_step()
             smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
             bar.set_postfix(loss=f"{smoothed:.4f}")
             if log is not None and (step + 1) % 50 == 0:
@@ -94,16 +80,19 @@ def train_clip(preset: DemoPreset, data: ToyData, generator: torch.Generator, lo
                 visual_image_size=preset.image_size, visual_patch_size=c.patch_size, visual_patch_dropout=0.0)
     by_caption = [torch.nonzero(data.caption_ids == i).flatten() for i in range(len(data.captions))]
 
-    def loss_fn(_: int) -> torch.Tensor:
+    trainer = ModelTrainer(clip, lr=c.lr, wd=0.0, max_grad_norm=1.0, **schedule(c.steps))
+
+    def train_step() -> float:
         # every caption once per copy, with a fresh image: no false negatives inside a copy
         picks = [members[torch.randint(len(members), (c.copies_per_caption,), generator=generator)]
                  for members in by_caption]
         order = torch.stack(picks, dim=1).flatten()  # copy-major
         caption_order = torch.arange(len(by_caption)).repeat(c.copies_per_caption)
-        return clip(data.tokens[caption_order], data.images[order], return_loss=True)
+        loss = trainer(lambda: clip(data.tokens[caption_order], data.images[order], return_loss=True))
+        trainer.update()
+        return loss
 
-    clip.train()
-    fit("clip", clip.parameters(), c.steps, c.lr, loss_fn, log)
+    fit("clip", c.steps, train_step, log)
     return clip.eval()
 
 
@@ -122,12 +111,15 @@ def train_prior(preset: DemoPreset, adapter: BuiltinClipAdapter, data: ToyData, 
     prior = DiffusionPrior(net, clip=adapter, timesteps=p.timesteps, sample_timesteps=p.sample_steps,
                            cond_drop_prob=p.cond_drop_prob, condition_on_text_encodings=False)
 
-    def loss_fn(_: int) -> torch.Tensor:
-        index = torch.randint(len(image_embeds), (p.batch_size,), generator=generator)
-        return prior(text_embed=text_embeds[data.caption_ids[index]], image_embed=image_embeds[index])
+    trainer = DiffusionPriorTrainer(prior, use_ema=False, lr=p.lr, **ADAMW, **schedule(p.steps))
 
-    prior.train()
-    fit("prior", prior.net.parameters(), p.steps, p.lr, loss_fn, log)
+    def train_step() -> float:
+        index = torch.randint(len(image_embeds), (p.batch_size,), generator=generator)
+        loss = trainer(text_embed=text_embeds[data.caption_ids[index]], image_embed=image_embeds[index])
+        trainer.update()
+        return loss
+
+    fit("prior", p.steps, train_step, log)
     return prior.eval()
 
 
@@ -140,13 +132,16 @@ def train_decoder(preset: DemoPreset, adapter: BuiltinClipAdapter, data: ToyData
     decoder = Decoder(unet=tuple(unets), clip=adapter, image_sizes=(preset.image_size // 2, preset.image_size),
                       timesteps=d.timesteps, predict_v=True, learned_variance=False,
                       image_cond_drop_prob=d.image_cond_drop_prob, text_cond_drop_prob=0.0)
-    decoder.train()
+    trainer = DecoderTrainer(decoder, use_ema=False, lr=d.lr, **ADAMW, cosine_decay_max_steps=tuple(d.steps),
+                             warmup_steps=tuple(schedule(steps)["warmup_steps"] for steps in d.steps))
     for number, steps in enumerate(d.steps, start=1):
-        def loss_fn(_: int, number=number) -> torch.Tensor:
+        def train_step(number: int = number) -> float:
             index = torch.randint(len(image_embeds), (d.batch_size,), generator=generator)
-            return decoder(data.images[index], image_embed=image_embeds[index], unet_number=number)
+            loss = trainer(data.images[index], image_embed=image_embeds[index], unet_number=number)
+            trainer.update(number)
+            return loss
 
-        fit(f"decoder unet {number}", decoder.unets[number - 1].parameters(), steps, d.lr, loss_fn, log)
+        fit(f"decoder unet {number}", steps, train_step, log)
     return decoder.eval()
 
 

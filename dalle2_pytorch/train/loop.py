@@ -18,9 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from dalle2_pytorch.trackers import ConsoleTracker, JsonlTracker, LocalSaver, Tracker, TrackerGroup
-from dalle2_pytorch.train.checkpointing import load_checkpoint, read_counters, save_checkpoint
+from dalle2_pytorch.train.checkpointing import ema_weights, load_checkpoint, read_counters, save_checkpoint
 from dalle2_pytorch.train.data_sources import build_source
-from dalle2_pytorch.train.tasks import VaeTask, build_task
+from dalle2_pytorch.train.tasks import build_task
 
 
 def build_trackers(config, directory: Path, is_main: bool) -> Tracker:
@@ -55,54 +55,27 @@ class TrainingRun:
     def __init__(self, config, *, resume: bool = False, show_progress: bool = True,
                  on_batch: Optional[Callable[[int, dict], None]] = None) -> None:
         from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
 
         self.config = config
-        trainer = config.trainer
-        # a decoder trains one unet per step, and guidance's null embeddings sit out some steps: DDP must allow it
-        self.accelerator = Accelerator(mixed_precision=trainer.mixed_precision,
-                                       kwargs_handlers=[DistributedDataParallelKwargs(
-                                           find_unused_parameters=config.kind != "clip")])
+        self.accelerator = Accelerator()
         self.directory = Path(config.checkpointing.directory)
         self.show_progress = show_progress and self.accelerator.is_main_process
         self.on_batch = on_batch
-        torch.manual_seed(trainer.seed + self.accelerator.process_index)
-
-        self.model = config.model.create()
-        self.task = build_task(config, self.model)
+        torch.manual_seed(config.trainer.seed)  # the same initial weights in every process
+        model = config.model.create()
+        self.task = build_task(config, model)
+        # the library's trainers (CLIP and VAE: their shared core) own the optimisers, EMA, stepping and precision
+        self.trainer = self.task.make_trainer(model, self.accelerator)
+        self.model = self.trainer.model
+        torch.manual_seed(config.trainer.seed + self.accelerator.process_index)
         self.source = build_source(config.data, self.accelerator.process_index, self.accelerator.num_processes)
-        trainable = [p for name, p in self.model.named_parameters()
-                     if p.requires_grad and not name.startswith(("clip.", "discr."))]
-        self.optimizers = {"model": torch.optim.AdamW(trainable, lr=trainer.lr, weight_decay=trainer.weight_decay)}
-        discr = getattr(self.model, "discr", None) if isinstance(self.task, VaeTask) else None
-        if discr is not None:
-            self.optimizers["discr"] = torch.optim.AdamW(discr.parameters(), lr=trainer.lr)
-        warmup = trainer.warmup_steps
-        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
-            for name, optimizer in self.optimizers.items()}
-        prepared = self.accelerator.prepare(self.model, *self.optimizers.values())
-        self.wrapped, optimizers = prepared[0], prepared[1:]
-        self.optimizers = dict(zip(self.optimizers, optimizers))
-        self.ema = None
-        if trainer.ema_beta is not None:
-            from ema_pytorch import EMA
-
-            self.ema = EMA(self.model, beta=trainer.ema_beta, update_every=1, update_after_step=0)
-            self.ema.to(self.accelerator.device)
 
         self.counters = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "samples_seen": 0, "best": None}
         latest = self.directory / "latest"
         if resume:
             if read_counters(latest) is None:
                 raise ValueError(f"--resume: no checkpoint to resume from at {latest}")
-            self.counters = load_checkpoint(latest, model=self.model, ema_model=self._ema_model(),
-                                            optimizers=self.optimizers)
-            if self.ema is not None and "ema_updates" in self.counters:
-                self.ema.step.fill_(self.counters["ema_updates"])  # keeps the EMA's warm-up where it was
-                self.ema.initted.fill_(self.counters["ema_updates"] > 0)
-            for scheduler in self.schedulers.values():
-                scheduler.last_epoch = self.counters["step"]
+            self.counters = load_checkpoint(latest, self.trainer)
         elif read_counters(latest) is not None:
             raise ValueError(f"{latest} already holds a checkpoint: pass --resume to continue it, or choose another "
                              "checkpointing.directory")
@@ -116,59 +89,20 @@ class TrainingRun:
             self.savers.append(HuggingFaceSaver(config.checkpointing.hf_repo))
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def model_for_eval(self):
-        ema_model = self._ema_model()
-        return self.model if ema_model is None else ema_model
-
-    def _ema_model(self):
-        return None if self.ema is None else self.ema.ema_model
-
     def _total_steps(self) -> Optional[int]:
         per_epoch = self.source.num_batches()
         total = per_epoch * self.config.trainer.epochs if per_epoch is not None else None
         limit = self.config.trainer.max_steps
         return min(t for t in (total, limit) if t is not None) if (total or limit) else None
 
-    def _train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        trainer = self.config.trainer
-        step = self.counters["step"]
-        metrics = {}
-        with self.accelerator.autocast():
-            loss = self.task.loss(self.wrapped, batch, step)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: the loss is {loss.item()}; lower trainer.lr or check the data")
-        optimizer = self.optimizers["model"]
-        optimizer.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss)
-        if trainer.max_grad_norm is not None:
-            self.accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                             trainer.max_grad_norm)
-        optimizer.step()
-        self.schedulers["model"].step()
-        metrics["loss"] = loss.item()
-        if "discr" in self.optimizers:
-            discr_loss = self.task.discriminator_loss(self.model, batch)
-            self.optimizers["discr"].zero_grad(set_to_none=True)
-            self.accelerator.backward(discr_loss)
-            self.optimizers["discr"].step()
-            self.schedulers["discr"].step()
-            metrics["discr_loss"] = discr_loss.item()
-        if self.ema is not None:
-            self.ema.update()
-        if hasattr(self.task, "unet_for_step"):
-            metrics["unet"] = self.task.unet_for_step(step)
-        return metrics
-
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Validation loss and the kind's metrics on held-out batches (fixed noise, so values compare)."""
         evaluation = self.config.evaluation
-        model = self.model_for_eval
-        was_training = model.training
+        model = self.model
         model.eval()
         losses, metrics, metric_batches = [], {}, 0
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), ema_weights(self.trainer):
             torch.manual_seed(1234)
             for i, batch in enumerate(self.source.val_batches(evaluation.validation_batches)):
                 batch = _to_device(batch, self.accelerator.device)
@@ -176,7 +110,7 @@ class TrainingRun:
                 if i == 0:
                     metrics = self.task.metrics(model, batch, torch.Generator().manual_seed(0))
                     metric_batches = 1
-        model.train(was_training)
+        model.train()
         result = dict(metrics) if metric_batches else {}
         if losses:
             result["val_loss"] = sum(losses) / len(losses)
@@ -187,40 +121,30 @@ class TrainingRun:
         batch = next(iter(self.source.val_batches(1)), None)
         if batch is None:
             return
-        model = self.model_for_eval
-        was_training = model.training
-        model.eval()
-        with torch.random.fork_rng(devices=[]):  # sampling must not shift the training run's random stream
-            made = self.task.samples(model, _to_device(batch, self.accelerator.device),
+        self.model.eval()
+        # sampling must not shift the training run's random stream
+        with torch.random.fork_rng(devices=[]), ema_weights(self.trainer):
+            made = self.task.samples(self.model, _to_device(batch, self.accelerator.device),
                                      torch.Generator().manual_seed(0))
-        model.train(was_training)
+        self.model.train()
         if made is not None:
             images, captions = made
             self.tracker.log_images(f"{self.config.kind}_samples", images.cpu(), captions, self.counters["step"])
 
     def save(self, metrics: Optional[dict[str, float]] = None) -> None:
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return
-        counters = dict(self.counters)
-        if self.ema is not None:
-            counters["ema_updates"] = int(self.ema.step.item())
-        section = self.config.checkpointing
+        counters, section = self.counters, self.config.checkpointing
         value = (metrics or {}).get(section.best_metric)
         improved = value is not None and (counters["best"] is None or
                                           (value < counters["best"] if section.best_mode == "min"
                                            else value > counters["best"]))
         if improved:
-            counters["best"] = self.counters["best"] = value
-        path = save_checkpoint(self.directory / "latest", model=self.model, ema_model=self._ema_model(),
-                               optimizers=self.optimizers, counters=counters)
-        for saver in self.savers:
-            saver.save(path, "latest")
+            counters["best"] = value
+        saved = [("latest", save_checkpoint(self.directory / "latest", self.trainer, dict(counters)))]
         if improved:
-            best = save_checkpoint(self.directory / "best", model=self.model, ema_model=self._ema_model(),
-                                   optimizers={}, counters=counters, with_training_state=False)
-            for saver in self.savers:
-                saver.save(best, "best")
+            saved.append(("best", save_checkpoint(self.directory / "best", self.trainer, dict(counters), False)))
+        for saver in self.savers if self.accelerator.is_main_process else []:
+            for name, path in saved:
+                saver.save(path, name)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
@@ -240,7 +164,7 @@ class TrainingRun:
                 if self.on_batch is not None:
                     self.on_batch(counters["step"], batch)
                 batch = _to_device(batch, self.accelerator.device)
-                metrics = self._train_step(batch)
+                metrics = self.task.train_step(self.trainer, batch, counters["step"])
                 counters["step"] += 1
                 counters["batch_in_epoch"] += 1
                 batch_size = len(next(v for v in batch.values() if isinstance(v, (torch.Tensor, list))))
@@ -253,7 +177,7 @@ class TrainingRun:
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", epoch=counters["epoch"])
                 if step % config.tracker.log_every == 0:
                     self.tracker.log({**metrics, "epoch": counters["epoch"], "samples": counters["samples_seen"],
-                                      "lr": self.schedulers["model"].get_last_lr()[0]}, step)
+                                      "lr": next(iter(self.trainer.parts.values())).optimizer.param_groups[0]["lr"]}, step)
                 evaluated = None
                 if evaluation.validate_every and step % evaluation.validate_every == 0:
                     evaluated = last_metrics = self.evaluate()

@@ -8,19 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from dalle2_pytorch.clip.tokenizer import tokenize
+from dalle2_pytorch.train.model_trainer import ModelTrainer
+from dalle2_pytorch.trainers import DecoderTrainer, DiffusionPriorTrainer
 
 
 def _tokens(captions: list[str], length: int, device: torch.device) -> torch.Tensor:
     return tokenize(captions, context_length=length, truncate=True).to(device)
 
 
-def unwrap(model):
-    """The model itself when ``model`` is a DDP wrapper (``accelerate launch``), whose attributes it does not pass on."""
-    return getattr(model, "module", model)
-
-
 def _text_len(model) -> int:
-    model = unwrap(model)
     clip = getattr(model, "clip", None)
     if clip is not None and hasattr(clip, "max_text_len"):
         return int(clip.max_text_len)
@@ -28,12 +24,30 @@ def _text_len(model) -> int:
 
 
 class Task:
-    """One model kind.  ``loss(model, batch, step)`` trains; the rest feed validation, grids and metrics."""
+    """One model kind: its trainer, a training step through it, and validation loss, grids and metrics."""
 
     kind = ""
+    trainer_class = ModelTrainer
 
     def __init__(self, config) -> None:
         self.config = config
+
+    def make_trainer(self, model, accelerator, **extra):
+        """The library's trainer for this kind, set from the trainer section (CLIP, VAE: the trainers' shared core)."""
+        t = self.config.trainer
+        settings = dict(accelerator=accelerator, mixed_precision=t.mixed_precision, lr=t.lr, wd=t.weight_decay,
+                        max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps or None, **extra)
+        if self.trainer_class is ModelTrainer:
+            separate = ("discr",) if getattr(model, "discr", None) is not None else ()
+            return ModelTrainer(model, ema_beta=t.ema_beta, separate=separate, **settings)
+        return self.trainer_class(model, use_ema=t.ema_beta is not None, ema_beta=t.ema_beta or 0.9999, eps=1e-8,
+                                  betas=(0.9, 0.999), ema_update_after_step=0, ema_update_every=1, **settings)
+
+    def train_step(self, trainer, batch: dict[str, Any], step: int) -> dict[str, float]:
+        """Forward, backward and optimiser step through ``trainer``; returns the metrics to log."""
+        loss = trainer(lambda: self.loss(trainer.model, batch, step))
+        trainer.update()
+        return {"loss": loss}
 
     def loss(self, model, batch: dict[str, Any], step: int) -> torch.Tensor:
         raise NotImplementedError
@@ -53,7 +67,7 @@ class ClipTask(Task):
         if "captions" not in batch:
             raise ValueError("training a CLIP needs captions: use data with captions (toy, image_folder with "
                              "captions: true, or webdataset shards with .txt)")
-        tokens = _tokens(batch["captions"], unwrap(model).text_seq_len, batch["images"].device)
+        tokens = _tokens(batch["captions"], model.text_seq_len, batch["images"].device)
         return model(tokens, batch["images"], return_loss=True)
 
     def metrics(self, model, batch, generator):
@@ -67,14 +81,20 @@ class ClipTask(Task):
 
 class PriorTask(Task):
     kind = "prior"
+    trainer_class = DiffusionPriorTrainer
 
     def _inputs(self, model, batch):
         if "text_embed" in batch and "image_embed" in batch:
             return {"text_embed": batch["text_embed"], "image_embed": batch["image_embed"]}
-        if unwrap(model).clip is None:
+        if model.clip is None:
             raise ValueError("the data gives images and captions but the prior has no CLIP to embed them: "
                              "set model.clip, or train on clip_retrieval embeddings")
         return {"text": _tokens(batch["captions"], _text_len(model), batch["images"].device), "image": batch["images"]}
+
+    def train_step(self, trainer, batch, step):
+        loss = trainer(**self._inputs(trainer.model, batch))
+        trainer.update()
+        return {"loss": loss}
 
     def loss(self, model, batch, step):
         return model(**self._inputs(model, batch))
@@ -96,6 +116,7 @@ class PriorTask(Task):
 
 class DecoderTask(Task):
     kind = "decoder"
+    trainer_class = DecoderTrainer
 
     def __init__(self, config, unet_numbers: list[int]) -> None:
         super().__init__(config)
@@ -104,8 +125,16 @@ class DecoderTask(Task):
     def unet_for_step(self, step: int) -> int:
         return self.unet_numbers[step % len(self.unet_numbers)]
 
+    def make_trainer(self, model, accelerator, **extra):
+        return super().make_trainer(model, accelerator, only_train_unets=self.unet_numbers, **extra)
+
+    def train_step(self, trainer, batch, step):
+        number = self.unet_for_step(step)
+        loss = trainer(batch["images"], unet_number=number, **self._conditions(trainer.model, batch))
+        trainer.update(number)
+        return {"loss": loss, "unet": number}
+
     def _conditions(self, model, batch) -> dict[str, Any]:
-        model = unwrap(model)
         if model.unconditional:
             return {}
         conditions = {}
@@ -150,10 +179,14 @@ class VaeTask(Task):
     def loss(self, model, batch, step):
         return model(batch["images"] * 2 - 1, return_loss=True)
 
-    def discriminator_loss(self, model, batch) -> torch.Tensor | None:
-        if getattr(model, "discr", None) is None:
-            return None
-        return model(batch["images"] * 2 - 1, return_discr_loss=True)
+    def train_step(self, trainer, batch, step):
+        metrics = super().train_step(trainer, batch, step)
+        if "discr" in trainer.parts:
+            trainer.parts["discr"].optimizer.zero_grad(set_to_none=True)  # drop what the generator loss left there
+            metrics["discr_loss"] = trainer(lambda: trainer.model(batch["images"] * 2 - 1, return_discr_loss=True),
+                                            "discr")
+            trainer.update("discr")
+        return metrics
 
     def samples(self, model, batch, generator):
         n = min(self.config.evaluation.num_samples, len(batch["images"]))

@@ -62,7 +62,8 @@ def test_killed_run_resumes_to_the_same_step_without_repeating_samples(tmp_path)
     assert [b for s, b in seen_straight if s >= checkpoint_step] == [b for _, b in seen_after]
     for (name, a), b in zip(resumed.model.state_dict().items(), reference.model.state_dict().values()):
         assert torch.equal(a, b), f"{name} differs from the uninterrupted run"
-    for (name, a), b in zip(resumed.ema.state_dict().items(), reference.ema.state_dict().values()):
+    ema_states = [run.trainer.parts["model"].ema.state_dict() for run in (resumed, reference)]
+    for (name, a), b in zip(ema_states[0].items(), ema_states[1].values()):
         assert torch.equal(a, b), f"EMA {name} differs from the uninterrupted run"
 
 
