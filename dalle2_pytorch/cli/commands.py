@@ -109,6 +109,19 @@ def sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    from dalle2_pytorch.eval import run_evaluation
+    from dalle2_pytorch.serialization import save_json
+
+    metrics = run_evaluation(args.checkpoint, images_per_caption=args.images_per_caption,
+                             num_real_images=args.num_real_images, features=args.features, seed=args.seed,
+                             say=print)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    if args.out:
+        save_json(metrics, args.out)
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
     from dalle2_pytorch.serve import serve_main
 

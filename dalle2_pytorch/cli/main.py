@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
         sample = command(name, help="generate images from text with a trained prior and decoder")
         add_sample_arguments(sample)
 
+    evaluate = command("eval", help="score a trained toy pipeline: faithfulness, FID/KID, CLIP score, prior metrics")
+    evaluate.add_argument("--checkpoint", default="outputs/checkpoints",
+                          help="folder with clip/, prior/ and decoder/ (default: what `dalle2 demo` writes)")
+    evaluate.add_argument("--images-per-caption", type=int, default=4, help="generated images per caption (default 4)")
+    evaluate.add_argument("--num-real-images", type=int, default=512, help="real toy images for FID/KID (default 512)")
+    evaluate.add_argument("--features", choices=["random", "clip"], default="random",
+                          help="FID/KID feature network: a seeded random conv net or the trained CLIP (default random)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    evaluate.set_defaults(run=commands.evaluate)
+
     serve = command("serve", help="serve a trained model: a web page and a JSON API (needs the [serve] extra)")
     serve.add_argument("--checkpoint", default="outputs/checkpoints",
                        help="a DALLE2 folder, or one with prior/ and decoder/ (default: what `dalle2 demo` writes)")
