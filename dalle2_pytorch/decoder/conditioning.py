@@ -19,16 +19,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from dalle2_pytorch.diffusion.guidance import condition_keep_mask as keep_mask
+
 from .layers import SinusoidalMLP
-
-
-def keep_mask(batch: int, drop_prob: float, device: torch.device) -> torch.Tensor:
-    """(batch,) bool, True where the condition is kept; exact for drop_prob 0 and 1."""
-    if drop_prob <= 0:
-        return torch.ones(batch, dtype=torch.bool, device=device)
-    if drop_prob >= 1:
-        return torch.zeros(batch, dtype=torch.bool, device=device)
-    return torch.rand(batch, device=device) >= drop_prob
 
 
 class UnetConditioning(nn.Module):

@@ -5,7 +5,8 @@ samplers are small functions over (denoiser, x, σ's).  See docs in README "Diff
 """
 
 from dalle2_pytorch.diffusion.denoiser import ModelDenoiser
-from dalle2_pytorch.diffusion.guidance import classifier_free_guidance, dynamic_threshold, l2norm_clamp, static_clamp
+from dalle2_pytorch.diffusion.guidance import (classifier_free_guidance, condition_keep_mask, dynamic_threshold,
+                                              l2norm_clamp, static_clamp)
 from dalle2_pytorch.diffusion.inpaint import repaint_sample_loop
 from dalle2_pytorch.diffusion.learned_variance import (discretized_gaussian_log_likelihood, learned_variance_log_var,
                                                        normal_kl, variance_frac, vlb_loss)
@@ -21,7 +22,7 @@ from dalle2_pytorch.diffusion.schedules import BETA_SCHEDULES, NoiseSchedule, ex
 
 __all__ = [
     "BETA_SCHEDULES", "LOSS_TYPES", "OBJECTIVES", "SAMPLERS", "ModelDenoiser", "NoiseSchedule", "RowGenerators", "randn",
-    "classifier_free_guidance", "diffusion_loss", "discretized_gaussian_log_likelihood", "dynamic_threshold",
+    "classifier_free_guidance", "condition_keep_mask", "diffusion_loss", "discretized_gaussian_log_likelihood", "dynamic_threshold",
     "elementwise_loss", "eps_from_x0", "extract", "karras_sigmas", "l2norm_clamp", "learned_variance_log_var",
     "make_betas", "min_snr_weights", "model_output_to_x0", "nfe_per_step", "normal_kl", "objective_from_flags",
     "p2_loss_weights", "repaint_sample_loop", "resolve_sampler", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m",

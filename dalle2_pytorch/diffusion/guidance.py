@@ -17,6 +17,16 @@ def classifier_free_guidance(cond: Tensor, null: Tensor, scale: float) -> Tensor
     return null + (cond - null) * scale
 
 
+def condition_keep_mask(batch: int, drop_prob: float, device: torch.device | str | None = None) -> Tensor:
+    """Condition dropout for classifier-free guidance training: a (batch,) bool mask, True where the
+    condition is kept, each row dropped with probability ``drop_prob`` (exact for 0 and 1)."""
+    if drop_prob <= 0:
+        return torch.ones(batch, dtype=torch.bool, device=device)
+    if drop_prob >= 1:
+        return torch.zeros(batch, dtype=torch.bool, device=device)
+    return torch.rand(batch, device=device) >= drop_prob
+
+
 def static_clamp(x0: Tensor, limit: float = 1.0) -> Tensor:
     """Clip the x0 prediction to [-limit, limit] (pixel range of normalised images)."""
     return x0.clamp(-limit, limit)

@@ -23,6 +23,7 @@ import warnings
 import torch
 from torch import nn
 
+from dalle2_pytorch.diffusion.guidance import condition_keep_mask as keep_mask
 from dalle2_pytorch.prior.layers import SinusoidalTimeEmbedding
 from dalle2_pytorch.prior.transformer import CausalTransformer
 from dalle2_pytorch.serialization import PretrainedMixin
@@ -36,15 +37,6 @@ def _check_positive_int(name: str, value: object, minimum: int = 1) -> None:
 def _check_probability(name: str, value: float) -> None:
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-
-
-def keep_mask(batch: int, drop_prob: float, device: torch.device) -> torch.Tensor:
-    """Boolean (batch,) mask: True where a condition is kept, each row dropped with ``drop_prob``."""
-    if drop_prob <= 0:
-        return torch.ones(batch, dtype=torch.bool, device=device)
-    if drop_prob >= 1:
-        return torch.zeros(batch, dtype=torch.bool, device=device)
-    return torch.rand(batch, device=device) >= drop_prob
 
 
 class TimeEmbedding(nn.Module):

@@ -75,3 +75,12 @@ def test_repaint_keeps_known_region_exactly_and_fills_the_rest():
     assert not torch.allclose(out[..., 4:], known[..., 4:]) and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="resample_times"):
         repaint_sample_loop(den, (2, 3, 8, 8), known, mask, resample_times=0)
+
+
+def test_condition_keep_mask_drops_at_the_given_rate():
+    from dalle2_pytorch.diffusion import condition_keep_mask
+
+    assert condition_keep_mask(5, 0.0).all() and not condition_keep_mask(5, 1.0).any()
+    torch.manual_seed(0)
+    kept = condition_keep_mask(20000, 0.3).float().mean().item()
+    assert kept == pytest.approx(0.7, abs=0.02)
