@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dalle2_pytorch.clip.tokenizer import tokenize
+from dalle2_pytorch.eval.prior_metrics import prior_cosine_metrics
 from dalle2_pytorch.train.model_trainer import ModelTrainer
 from dalle2_pytorch.trainers import DecoderTrainer, DiffusionPriorTrainer
 
@@ -100,7 +101,7 @@ class PriorTask(Task):
         return model(**self._inputs(model, batch))
 
     def metrics(self, model, batch, generator):
-        """Cosine similarity of sampled image embeddings to the true ones."""
+        """The prior guide's cosine metrics of sampled image embeddings (``sample_cosine``: with the true ones)."""
         inputs = self._inputs(model, batch)
         if "text" in inputs:
             text = model.clip.embed_text(inputs["text"])
@@ -111,7 +112,11 @@ class PriorTask(Task):
         evaluation = self.config.evaluation
         sampled = model.sample(text_embed=text_embed, num_samples_per_batch=1, timesteps=evaluation.sample_steps,
                                sampler=evaluation.sampler, cond_scale=evaluation.cond_scale, generator=generator)
-        return {"sample_cosine": F.cosine_similarity(sampled, truth.to(sampled.dtype)).mean().item()}
+        metrics = {"sample_cosine": F.cosine_similarity(sampled, truth.to(sampled.dtype)).mean().item()}
+        if sampled.shape[0] >= 2:  # the unrelated-caption metric pairs rows up
+            guide = prior_cosine_metrics(sampled.cpu(), text_embed.cpu(), truth.cpu())
+            metrics.update({f"prior_{name}": value for name, value in guide.items()})
+        return metrics
 
 
 class DecoderTask(Task):

@@ -41,6 +41,9 @@ def test_prior_learns_on_clip_retrieval_embeddings(tmp_path):
     summary = TrainingRun(config, show_progress=False).run()
     assert summary["step"] == 12 * 7
     assert summary["sample_cosine"] > 0.6, summary
+    # the prior guide's metrics are logged beside it: the prior must beat the unrelated-caption baseline
+    assert summary["prior_similarity_with_image"] == summary["sample_cosine"]
+    assert summary["prior_similarity_with_unrelated_caption"] < summary["prior_similarity_with_text"], summary
     assert (tmp_path / "run" / "best" / "model" / "config.json").is_file()
 
 
