@@ -11,11 +11,12 @@ images.  Pass ``seed=`` (or your own ``generator=``) for reproducible images.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from torch import nn
 
+from dalle2_pytorch.diffusion.noise import RowGenerators
 from dalle2_pytorch.decoder.decoder import Decoder
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.serialization import PretrainedMixin
@@ -83,13 +84,16 @@ class DALLE2(PretrainedMixin, nn.Module):
     def forward(self, text: TextInput, cond_scale: Any = 1.0, prior_cond_scale: float = 1.0,
                 return_pil_images: bool = False, *, sampler: Any = None, steps: Any = None,
                 prior_sampler: str | None = None, prior_steps: int | None = None,
-                generator: torch.Generator | None = None, seed: int | None = None):
+                generator: torch.Generator | RowGenerators | None = None, seed: int | None = None,
+                callback: Callable[[dict], None] | None = None):
         """Images for ``text`` (a string, a list of strings, or token ids of shape (b, n)).
 
         Returns a (b, c, h, w) tensor in [0, 1] (for a single string, the (c, h, w) image), or PIL
         images with ``return_pil_images``.  ``cond_scale``/``sampler``/``steps`` go to the decoder
         (one value or one per unet), ``prior_cond_scale``/``prior_sampler``/``prior_steps`` to the
-        prior.  ``seed`` (or ``generator``) makes the result reproducible.
+        prior.  ``seed`` (or ``generator``) makes the result reproducible; a ``RowGenerators`` gives each
+        text its own generator, so its images do not depend on the other texts of the batch.
+        ``callback`` receives every decoder step (``{'unet_number', 'i', 'total', ...}``), for progress bars.
         """
         single = isinstance(text, str)
         if single:
@@ -112,7 +116,7 @@ class DALLE2(PretrainedMixin, nn.Module):
                                             sampler=prior_sampler, generator=generator)
             decoder_text = self._tokens(text, self.decoder.clip) if self.decoder.condition_on_text_encodings else None
             images = self.decoder.sample(image_embed=image_embed, text=decoder_text, cond_scale=cond_scale,
-                                         sampler=sampler, steps=steps, generator=generator)
+                                         sampler=sampler, steps=steps, generator=generator, callback=callback)
         finally:
             self.train(was_training)
         if not self.decoder.auto_normalize_img:

@@ -15,9 +15,9 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import torch
 
-from dalle2_pytorch.dalle2 import DALLE2, to_pil_images, tokenize_for
-from dalle2_pytorch.diffusion.samplers import SAMPLERS
+from dalle2_pytorch.dalle2 import DALLE2
 from dalle2_pytorch.diffusion import RowGenerators
+from dalle2_pytorch.diffusion.samplers import SAMPLERS
 
 SAMPLING_FILE = "sampling.json"  # recommended settings that `dalle2 demo` writes beside prior/ and decoder/
 Progress = Callable[[float], None]  # fraction of the batch's sampling done, in [0, 1]
@@ -136,29 +136,21 @@ class DALLE2Engine:
         if len(prompts) != len(seeds) or not prompts:
             raise ValueError(f"need one seed per prompt and at least one prompt; got {len(prompts)} prompts and "
                              f"{len(seeds)} seeds")
-        prior, decoder = self.dalle2.prior, self.dalle2.decoder
-        device = self.dalle2.device
         generators = RowGenerators.from_seeds(seeds)
         stages = 1 + self.num_unets
         report = progress or (lambda fraction: None)
 
-        def on_decoder_step(info: dict) -> None:
+        def on_decoder_step(info: dict) -> None:  # the prior is stage 0: done once the decoder steps
             done = info["unet_number"] + (info["i"] + 1) / max(1, info["total"])
             report(min(1.0, done / stages))
 
         prior_cond_scale = self.prior_defaults.get("cond_scale", 1.0) if settings.prior_cond_scale is None \
             else settings.prior_cond_scale
-        if not prior.can_classifier_guidance:
+        if not self.dalle2.prior.can_classifier_guidance:
             prior_cond_scale = 1.0
-        tokens = tokenize_for(prior.clip, list(prompts), device)
-        image_embed = prior.sample(tokens, num_samples_per_batch=self.dalle2.prior_num_samples,
-                                   cond_scale=prior_cond_scale, timesteps=self.prior_defaults.get("steps"),
-                                   sampler=self.prior_defaults.get("sampler"), generator=generators)
-        report(1 / stages)
-        text = tokenize_for(decoder.clip, list(prompts), device) if decoder.condition_on_text_encodings else None
-        images = decoder.sample(image_embed=image_embed, text=text, generator=generators,
-                                callback=on_decoder_step, **self._decoder_settings(settings))
-        if not decoder.auto_normalize_img:
-            images = (images + 1) * 0.5
+        images = self.dalle2(list(prompts), prior_cond_scale=prior_cond_scale, return_pil_images=True,
+                             prior_sampler=self.prior_defaults.get("sampler"),
+                             prior_steps=self.prior_defaults.get("steps"), generator=generators,
+                             callback=on_decoder_step, **self._decoder_settings(settings))
         report(1.0)
-        return to_pil_images(images.clamp(0, 1))
+        return images
