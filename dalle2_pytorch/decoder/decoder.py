@@ -195,14 +195,15 @@ class Decoder(PretrainedMixin, nn.Module):
     def input_image_range(self) -> tuple[float, float]:
         return (0.0, 1.0) if self.auto_normalize_img else (-1.0, 1.0)
 
-    def _check_unet_number(self, unet_number: Any, name: str = "unet_number") -> int:
+    def check_unet_number(self, unet_number: Any, name: str = "unet_number") -> int:
+        """``unet_number`` if it names a unet of this cascade (1-based), else a ValueError naming ``name``."""
         if isinstance(unet_number, bool) or not isinstance(unet_number, int) or not 1 <= unet_number <= self.num_unets:
             raise ValueError(f"{name}={unet_number!r}: expected an int from 1 to {self.num_unets}")
         return unet_number
 
     def get_unet(self, unet_number: int) -> nn.Module:
         """The unet of the cascade numbered from 1 (lowest resolution)."""
-        return self.unets[self._check_unet_number(unet_number) - 1]
+        return self.unets[self.check_unet_number(unet_number) - 1]
 
     def train(self, mode: bool = True) -> "Decoder":
         super().train(mode)
@@ -264,7 +265,7 @@ class Decoder(PretrainedMixin, nn.Module):
             if self.num_unets > 1:
                 raise ValueError(f"unet_number is required for a cascade: pass an int from 1 to {self.num_unets}")
             unet_number = 1
-        index = self._check_unet_number(unet_number) - 1
+        index = self.check_unet_number(unet_number) - 1
         stage, unet, vae, schedule = self.stages[index], self.unets[index], self.vaes[index], self.schedules[index]
         self._check_images(image, "image", stage.image_size)
         embeds = self.conditions.prepare(image=image, text=text, image_embed=image_embed,
@@ -313,9 +314,9 @@ class Decoder(PretrainedMixin, nn.Module):
         with RePaint; the kept pixels come back unchanged.  ``callback(info)`` gets the core's step info
         plus ``unet_number``.  ``one_unet_in_gpu_at_time`` offloads idle unets to the CPU (CUDA only).
         """
-        start = self._check_unet_number(start_at_unet_number, "start_at_unet_number")
+        start = self.check_unet_number(start_at_unet_number, "start_at_unet_number")
         stop = self.num_unets if stop_at_unet_number is None else \
-            self._check_unet_number(stop_at_unet_number, "stop_at_unet_number")
+            self.check_unet_number(stop_at_unet_number, "stop_at_unet_number")
         if stop < start:
             raise ValueError(f"stop_at_unet_number={stop} is before start_at_unet_number={start}")
         indices = range(start - 1, stop)

@@ -65,7 +65,7 @@ class DecoderTrainer(TrainerBase):
         if only_train_unets is None:
             chosen = trainable
         else:
-            chosen = sorted(set(decoder._check_unet_number(i, "only_train_unets") for i in only_train_unets))
+            chosen = sorted(set(decoder.check_unet_number(i, "only_train_unets") for i in only_train_unets))
             frozen = [i for i in chosen if i not in trainable]
             if frozen:
                 raise ValueError(f"only_train_unets={tuple(only_train_unets)!r}: unet(s) {frozen} have no trainable "
@@ -97,7 +97,7 @@ class DecoderTrainer(TrainerBase):
             if len(self.parts) != 1:
                 raise ValueError(f"unet_number is required: this trainer trains unets {self.trained_unet_numbers}")
             return next(iter(self.parts.values()))
-        self.model._check_unet_number(unet_number)
+        self.model.check_unet_number(unet_number)
         part = self.parts.get(f"unet{unet_number}")
         if part is None:
             raise ValueError(f"unet_number={unet_number!r}: this trainer only trains unets {self.trained_unet_numbers}")
