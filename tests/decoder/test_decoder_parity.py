@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from dalle2_pytorch.decoder import Decoder
 
-from tests.reference_fixtures import FIXTURES  # noqa: E402
+from tests.reference_fixtures import FIXTURES, reference_unet_inputs  # noqa: E402
 
 CASES = ["decoder_basic", "decoder_cascade_text", "decoder_unet_options"]
 
@@ -25,19 +25,6 @@ def _load(case: str, path: Path | None = None):
     meta = json.loads((FIXTURES / f"{case}.json").read_text())
     decoder = Decoder.from_reference_checkpoint(path or FIXTURES / f"{case}.state.safetensors", meta["kwargs"])
     return decoder.eval(), meta, load_file(str(FIXTURES / f"{case}.io.safetensors"))
-
-
-def _unet_inputs(unet, io: dict, n: int) -> dict:
-    inputs = {}
-    if unet.cond_on_image_embeds:
-        inputs["image_embed"] = io["in.image_embed"]
-    if unet.cond_on_text_encodings:
-        inputs["text_encodings"] = io["in.text_encodings"]
-    if unet.lowres_cond:
-        inputs["lowres_cond_img"] = io[f"in.u{n}.lowres_cond_img"]
-    if unet.lowres_noise_cond:
-        inputs["lowres_noise_level"] = io[f"in.u{n}.lowres_noise_level"]
-    return inputs
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -60,7 +47,7 @@ def test_unet_outputs_match_reference(case):
     decoder, _, io = _load_cached(case)
     for n, unet in enumerate(decoder.unets, start=1):
         x, t = io[f"in.u{n}.x"], io[f"in.u{n}.t"]
-        inputs = _unet_inputs(unet, io, n)
+        inputs = reference_unet_inputs(unet, io, n)
         with torch.no_grad():
             out = unet(x, t, **inputs)
             guided = unet.forward_with_cond_scale(x, t, cond_scale=3.0, **inputs)

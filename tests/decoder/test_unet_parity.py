@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from dalle2_pytorch.decoder.convert import load_reference_unet_state, reference_key_to_ours
 from dalle2_pytorch.decoder.unet import Unet
 
-from tests.reference_fixtures import FIXTURES  # noqa: E402
+from tests.reference_fixtures import FIXTURES, reference_unet_inputs  # noqa: E402
 
 CASES = [("decoder_basic", 0), ("decoder_cascade_text", 0), ("decoder_cascade_text", 1), ("decoder_unet_options", 0)]
 
@@ -22,25 +22,12 @@ def _build(case: str, index: int):
     return unet, load_file(str(FIXTURES / f"{case}.io.safetensors"))
 
 
-def _inputs(unet: Unet, io: dict, n: int) -> dict:
-    inputs = {}
-    if unet.cond_on_image_embeds:
-        inputs["image_embed"] = io["in.image_embed"]
-    if unet.cond_on_text_encodings:
-        inputs["text_encodings"] = io["in.text_encodings"]
-    if unet.lowres_cond:
-        inputs["lowres_cond_img"] = io[f"in.u{n}.lowres_cond_img"]
-    if unet.lowres_noise_cond:
-        inputs["lowres_noise_level"] = io[f"in.u{n}.lowres_noise_level"]
-    return inputs
-
-
 @pytest.mark.parametrize("case,index", CASES)
 def test_unet_matches_reference(case, index):
     unet, io = _build(case, index)
     n = index + 1
     x, t = io[f"in.u{n}.x"], io[f"in.u{n}.t"]
-    inputs = _inputs(unet, io, n)
+    inputs = reference_unet_inputs(unet, io, n)
     with torch.no_grad():
         out = unet(x, t, **inputs)
         guided = unet.forward_with_cond_scale(x, t, cond_scale=3.0, **inputs)
