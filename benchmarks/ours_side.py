@@ -10,7 +10,6 @@ It prints one `BENCHMARK_RESULT {json}` line; `compare.py` runs it for you.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 
@@ -22,10 +21,6 @@ sys.path.insert(1, REPO_ROOT)
 
 from common import emit, side_arguments  # noqa: E402
 from workloads import Backend, run  # noqa: E402
-
-
-def _accepts(function, name: str) -> bool:
-    return name in inspect.signature(function).parameters
 
 
 def _backend() -> Backend:
@@ -42,23 +37,13 @@ def _backend() -> Backend:
         return ours.DiffusionPrior(net=ours.DiffusionPriorNetwork(**network_kwargs), **prior_kwargs)
 
     def sample_decoder(decoder, image_embed, steps: int):
-        # Same call as the reference: DDIM at `sample_timesteps` from the constructor.  Where our sampler
-        # is selectable, name DDIM and the step count explicitly so the comparison cannot drift.
-        options = {}
-        if _accepts(decoder.sample, "sampler"):
-            options["sampler"] = "ddim"
-        if _accepts(decoder.sample, "steps"):
-            options["steps"] = steps
-        return decoder.sample(image_embed=image_embed, cond_scale=1.0, **options)
+        # the reference samples DDIM at the constructor's `sample_timesteps`; name both so nothing can drift
+        return decoder.sample(image_embed=image_embed, cond_scale=1.0, sampler="ddim", steps=steps)
 
     def sample_prior(prior, text_embed, steps: int):
         shape = (text_embed.shape[0], text_embed.shape[-1])
-        loop = prior.p_sample_loop
-        options = {}
-        if _accepts(loop, "sampler"):
-            options["sampler"] = "ddim"
-        options["steps" if _accepts(loop, "steps") else "timesteps"] = steps
-        return loop(shape, text_cond=dict(text_embed=text_embed), cond_scale=1.0, **options)
+        return prior.p_sample_loop(shape, text_cond=dict(text_embed=text_embed), cond_scale=1.0, sampler="ddim",
+                                   timesteps=steps)
 
     return Backend(
         side="ours", package_version=ours.__version__, build_decoder=build_decoder, build_prior=build_prior,
