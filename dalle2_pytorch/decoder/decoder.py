@@ -17,14 +17,12 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from dalle2_pytorch.decoder.cascade_config import build_stage_settings, per_unet, resolve_image_sizes
+from dalle2_pytorch.decoder.cascade import CascadeOptions, CascadeStage, paste_known
+from dalle2_pytorch.decoder.cascade_config import (build_stage_settings, configure_unet, is_latent_vae, per_unet,
+                                                   resolve_image_sizes, resolve_vaes)
 from dalle2_pytorch.decoder.conditions import DecoderConditions
-from dalle2_pytorch.decoder.inpainting import check_inpaint_inputs, paste_known
 from dalle2_pytorch.decoder.keywords import strict_keywords
-from dalle2_pytorch.decoder.lowres import LowresConditioner, random_crop_pair, resize_image_to
-from dalle2_pytorch.decoder.stage_loss import LossSettings, unet_diffusion_loss
-from dalle2_pytorch.decoder.unet_sampling import sample_unet
-from dalle2_pytorch.decoder.unet_setup import configure_unet, frozen_encoder, is_latent_vae, resolve_vaes
+from dalle2_pytorch.decoder.lowres import LowresConditioner, resize_image_to
 from dalle2_pytorch.diffusion import LOSS_TYPES, NoiseSchedule
 from dalle2_pytorch.serialization import PretrainedMixin
 
@@ -34,6 +32,32 @@ _REMOVED_KEYWORDS = {
     "clip_x_start": "removed: it did nothing in the reference (see clip_denoised)",
     "clip_adapter_overrides": "removed: wrap your CLIP in an adapter of dalle2_pytorch.clip.adapters yourself",
 }
+
+
+def check_inpaint_inputs(inpaint_image: Optional[Tensor], inpaint_mask: Optional[Tensor], *, channels: int,
+                         batch_size: int) -> Optional[tuple[Tensor, Tensor]]:
+    """``(image (b, c, h, w), mask (b, 1, h, w) bool)`` or None when not inpainting."""
+    if inpaint_image is None and inpaint_mask is None:
+        return None
+    if inpaint_image is None or inpaint_mask is None:
+        raise ValueError("inpainting needs both inpaint_image and inpaint_mask (bool, True where the image is kept)")
+    if inpaint_image.ndim != 4 or inpaint_image.shape[1] != channels:
+        raise ValueError(f"inpaint_image must have shape (batch, {channels}, height, width), "
+                         f"got {tuple(inpaint_image.shape)}")
+    mask = inpaint_mask
+    if mask.ndim == 3:
+        mask = mask.unsqueeze(1)
+    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-2:] != inpaint_image.shape[-2:]:
+        raise ValueError(f"inpaint_mask must have shape (batch, height, width) matching inpaint_image "
+                         f"{tuple(inpaint_image.shape)}, got {tuple(inpaint_mask.shape)}")
+    if mask.dtype != torch.bool:
+        if not torch.all((mask == 0) | (mask == 1)):
+            raise ValueError("inpaint_mask must be boolean (or 0/1): True where inpaint_image is kept")
+        mask = mask.bool()
+    if inpaint_image.shape[0] != batch_size or mask.shape[0] != batch_size:
+        raise ValueError(f"inpaint_image and inpaint_mask have batch sizes {inpaint_image.shape[0]} and "
+                         f"{mask.shape[0]}; expected {batch_size} (the batch being sampled)")
+    return inpaint_image, mask
 
 
 class Decoder(PretrainedMixin, nn.Module):
@@ -129,14 +153,14 @@ class Decoder(PretrainedMixin, nn.Module):
         latent = tuple(is_latent_vae(v) for v in vaes)
         if predict_x_start_for_latent_diffusion:
             predict_x_start = latent
-        self.stages = build_stage_settings(
+        self.stage_settings = build_stage_settings(
             num_unets=self.num_unets, image_sizes=sizes, timesteps=timesteps, sample_timesteps=sample_timesteps,
             beta_schedule=beta_schedule, predict_x_start=predict_x_start, predict_v=predict_v,
             learned_variance=learned_variance, p2_loss_weight_gamma=p2_loss_weight_gamma,
             random_crop_sizes=random_crop_sizes, use_noise_for_lowres_cond=use_noise_for_lowres_cond,
             use_blur_for_lowres_cond=use_blur_for_lowres_cond)
         self.image_sizes = sizes
-        for s, is_latent in zip(self.stages, latent):
+        for s, is_latent in zip(self.stage_settings, latent):
             if is_latent and s.random_crop_size is not None:
                 raise ValueError(f"unet {s.number} has a VAE and random_crop_sizes={s.random_crop_size}; random "
                                  "crops of latent unets are not supported: drop one of the two")
@@ -144,28 +168,25 @@ class Decoder(PretrainedMixin, nn.Module):
         self.unets = nn.ModuleList(
             configure_unet(u, stage=s, vae=v, channels=channels, unconditional=self.unconditional,
                            condition_on_text_encodings=condition_on_text_encodings)
-            for u, s, v in zip(unets, self.stages, vaes))
+            for u, s, v in zip(unets, self.stage_settings, vaes))
         self.vaes = nn.ModuleList(vaes)
         for v in self.vaes:
             v.requires_grad_(False)
-        self.schedules = nn.ModuleList(NoiseSchedule(s.beta_schedule, s.timesteps) for s in self.stages)
+        self.schedules = nn.ModuleList(NoiseSchedule(s.beta_schedule, s.timesteps) for s in self.stage_settings)
         self.lowres_conditioners = nn.ModuleList(
             LowresConditioner(downsample_first=lowres_downsample_first, use_blur=s.use_blur_for_lowres_cond,
                               blur_prob=blur_prob, blur_sigma=blur_sigma, blur_kernel_size=blur_kernel_size,
                               use_noise=s.use_noise_for_lowres_cond)
-            for s in self.stages[1:])
+            for s in self.stage_settings[1:])
         self.conditions.check_unets(self.unets)
 
-        self.loss_settings = LossSettings(loss_type=loss_type, p2_loss_weight_k=float(p2_loss_weight_k),
-                                          vb_loss_weight=float(vb_loss_weight),
-                                          learned_variance_constrain_frac=bool(learned_variance_constrain_frac),
-                                          image_cond_drop_prob=float(image_cond_drop_prob),
-                                          text_cond_drop_prob=float(text_cond_drop_prob))
+        self.options = CascadeOptions(
+            loss_type=loss_type, p2_loss_weight_k=float(p2_loss_weight_k), vb_loss_weight=float(vb_loss_weight),
+            learned_variance_constrain_frac=bool(learned_variance_constrain_frac),
+            image_cond_drop_prob=float(image_cond_drop_prob), text_cond_drop_prob=float(text_cond_drop_prob),
+            use_dynamic_thres=bool(use_dynamic_thres), dynamic_thres_percentile=float(dynamic_thres_percentile),
+            lowres_noise_sample_level=float(lowres_noise_sample_level), ddim_sampling_eta=float(ddim_sampling_eta))
         self.can_classifier_guidance = image_cond_drop_prob > 0 or text_cond_drop_prob > 0
-        self.use_dynamic_thres = bool(use_dynamic_thres)
-        self.dynamic_thres_percentile = float(dynamic_thres_percentile)
-        self.lowres_noise_sample_level = float(lowres_noise_sample_level)
-        self.ddim_sampling_eta = float(ddim_sampling_eta)
 
         config.update(unet=tuple(self.unets), clip=self.clip,
                       vae=tuple(v if is_latent_vae(v) else None for v in self.vaes))
@@ -183,7 +204,20 @@ class Decoder(PretrainedMixin, nn.Module):
 
     @property
     def learned_variance(self) -> tuple[bool, ...]:
-        return tuple(s.learned_variance for s in self.stages)
+        return tuple(s.learned_variance for s in self.stage_settings)
+
+    def stage(self, unet_number: int) -> CascadeStage:
+        """Unet ``unet_number`` (1-based) of the cascade with its schedule, VAE and low-res conditioner."""
+        index = self.check_unet_number(unet_number) - 1
+        return CascadeStage.of(
+            self.stage_settings[index], unet=self.unets[index], schedule=self.schedules[index], vae=self.vaes[index],
+            lowres=self.lowres_conditioners[index - 1] if index > 0 else None,
+            previous_image_size=self.image_sizes[index - 1] if index > 0 else None, options=self.options)
+
+    @property
+    def stages(self) -> tuple[CascadeStage, ...]:
+        """Every stage of the cascade, lowest resolution first."""
+        return tuple(self.stage(number) for number in range(1, self.num_unets + 1))
 
     def normalize_img(self, image: Tensor) -> Tensor:
         return image * 2 - 1 if self.auto_normalize_img else image
@@ -265,35 +299,11 @@ class Decoder(PretrainedMixin, nn.Module):
             if self.num_unets > 1:
                 raise ValueError(f"unet_number is required for a cascade: pass an int from 1 to {self.num_unets}")
             unet_number = 1
-        index = self.check_unet_number(unet_number) - 1
-        stage, unet, vae, schedule = self.stages[index], self.unets[index], self.vaes[index], self.schedules[index]
+        stage = self.stage(unet_number)
         self._check_images(image, "image", stage.image_size)
         embeds = self.conditions.prepare(image=image, text=text, image_embed=image_embed,
-                                         text_encodings=text_encodings, batch=image.shape[0],
-                                         unets=[unet])
-        unet_kwargs = self.conditions.unet_kwargs(unet, embeds)
-
-        x = self.normalize_img(image)
-        latent = is_latent_vae(vae)
-        lowres, levels = None, None
-        if index > 0:
-            lowres, levels = self.lowres_conditioners[index - 1](
-                x, target_image_size=stage.image_size, downsample_image_size=self.stages[index - 1].image_size,
-                encode=frozen_encoder(vae) if latent else None)
-        target = resize_image_to(x, stage.image_size)
-        if stage.random_crop_size is not None:
-            target, lowres = random_crop_pair(target, lowres, stage.random_crop_size)
-        if latent:
-            target = frozen_encoder(vae)(target)
-        if lowres is not None:
-            unet_kwargs["lowres_cond_img"] = lowres
-        if levels is not None:
-            unet_kwargs["lowres_noise_level"] = levels
-
-        loss = unet_diffusion_loss(unet=unet, schedule=schedule, x0=target, objective=stage.objective,
-                                   learned_variance=stage.learned_variance,
-                                   p2_loss_weight_gamma=stage.p2_loss_weight_gamma, settings=self.loss_settings,
-                                   unet_kwargs=unet_kwargs, clamp_x0=not latent)
+                                         text_encodings=text_encodings, batch=image.shape[0], unets=[stage.unet])
+        loss, lowres = stage.loss(self.normalize_img(image), self.conditions.unet_kwargs(stage.unet, embeds))
         return (loss, lowres) if return_lowres_cond_image else loss
 
     # ------------------------------------------------------------------ sampling
@@ -332,13 +342,14 @@ class Decoder(PretrainedMixin, nn.Module):
             raise ValueError(f"cond_scale={cond_scale!r}: this decoder was built with image_cond_drop_prob=0 and "
                              "text_cond_drop_prob=0, so it has no unconditional mode to guide with; use cond_scale=1")
         inpaint = check_inpaint_inputs(inpaint_image, inpaint_mask, channels=self.channels, batch_size=batch)
+        stage_inpaint = None if inpaint is None else (self.normalize_img(inpaint[0]), inpaint[1])
 
         previous = None
         if start > 1:
             if image is None:
                 raise ValueError(f"start_at_unet_number={start} needs image= (the lower-resolution images to upsample)")
             self._check_images(image, "image", 1)
-            previous = resize_image_to(self.normalize_img(image), self.stages[start - 2].image_size)
+            previous = resize_image_to(self.normalize_img(image), self.image_sizes[start - 2])
 
         was_training = self.training
         self.eval()
@@ -346,10 +357,12 @@ class Decoder(PretrainedMixin, nn.Module):
             for index in indices:
                 offload = one_unet_in_gpu_at_time and torch.cuda.is_available()
                 with self.one_unet_in_gpu(unet_number=index + 1) if offload else nullcontext():
-                    previous = sample_unet(
-                        self, index, previous, embeds, cond_scale=scales[index],
-                        sampler=samplers[index], steps=steps_per_unet[index], generator=generator,
-                        callback=callback, inpaint=inpaint, inpaint_resample_times=inpaint_resample_times)
+                    stage = self.stage(index + 1)
+                    previous = stage.sample(
+                        previous, self.conditions.unet_kwargs(stage.unet, embeds), batch=batch,
+                        cond_scale=scales[index], sampler=samplers[index], steps=steps_per_unet[index],
+                        generator=generator, callback=callback, inpaint=stage_inpaint,
+                        inpaint_resample_times=inpaint_resample_times)
         finally:
             self.train(was_training)
         low, high = self.input_image_range

@@ -11,21 +11,20 @@ from torch.utils.checkpoint import checkpoint
 
 from ..serialization import PretrainedMixin
 from .attention import FullSelfAttention, LinearSelfAttention, WindowSelfAttention
-from .blocks import ResnetBlock
-from .conditioning import UnetConditioning
+from .blocks import (CrossEmbedLayer, Downsample, DownLevel, NearestUpsample, PixelShuffleUpsample, ResnetBlock,
+                     UpLevel, UpsampleCombiner)
+from .unet_conditioning import UnetConditioning
 from .keywords import strict_keywords
-from .resample import CrossEmbedLayer, Downsample, NearestUpsample, PixelShuffleUpsample, UpsampleCombiner
-from .stages import DownStage, UpStage
 from .unet_checks import check_constructor_args, check_forward_inputs
 
 # keywords of the reference Unet that did nothing there and were removed here
 _REMOVED = {"out_dim": "it did nothing in the reference; the number of output channels is channels_out"}
 
 
-def _per_stage(value, num_stages: int, name: str) -> tuple:
-    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * num_stages
-    if len(values) != num_stages:
-        raise ValueError(f"{name} has {len(values)} entries but dim_mults gives {num_stages} stages")
+def _per_level(value, num_levels: int, name: str) -> tuple:
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * num_levels
+    if len(values) != num_levels:
+        raise ValueError(f"{name} has {len(values)} entries but dim_mults gives {num_levels} levels")
     return values
 
 
@@ -33,22 +32,22 @@ class Unet(PretrainedMixin, nn.Module):
     """U-Net denoiser (keyword names as in the reference DALLE2-pytorch ``Unet``).
 
     Args:
-        dim: base width; stage i has ``dim * dim_mults[i]`` channels. Must be even.
+        dim: base width; level i has ``dim * dim_mults[i]`` channels. Must be even.
         image_embed_dim: width of the CLIP image embedding (needed with ``cond_on_image_embeds``).
         text_embed_dim: width of the text encodings (needed with ``cond_on_text_encodings``).
         cond_dim: width of the cross-attention conditioning tokens (default ``dim``).
         num_image_tokens: the image embedding becomes this many conditioning tokens.
         num_time_tokens: the time embedding becomes this many conditioning tokens.
-        dim_mults: width multiplier per stage; one stage per entry.
+        dim_mults: width multiplier per level; one level per entry.
         channels: input image channels. channels_out: output channels (default ``channels``;
             a Decoder with learned variance sets ``2 * channels``).
-        self_attn: full (multi-query) self-attention after each stage's blocks; bool or one per stage.
+        self_attn: full (multi-query) self-attention after each level's blocks; bool or one per level.
         attn_dim_head, attn_heads: shape of the self-/linear/window attention layers.
         lowres_cond: concatenate a low-resolution conditioning image to the input and before the output
             conv (upsampler of a cascade).
         lowres_noise_cond: condition on the noise level of that image (Imagen noise augmentation).
         self_cond: concatenate a previous x0 estimate (zeros when absent) to the input (Analog Bits).
-        sparse_attn: linear attention at stages without ``self_attn``.
+        sparse_attn: linear attention at levels without ``self_attn``.
         sparse_attn_window: with ``sparse_attn``, use full attention within non-overlapping
             windows of this size instead of linear attention (None: linear attention).
         cosine_sim_cross_attn, cosine_sim_self_attn: cosine-similarity attention (scale 16).
@@ -60,19 +59,19 @@ class Unet(PretrainedMixin, nn.Module):
         add_image_embeds_to_time: also add an MLP of the image embedding to the time embedding.
         init_dim: width after the first conv (default ``dim``).
         init_conv_kernel_size: kernel of the first conv when ``init_cross_embed`` is False.
-        resnet_groups: GroupNorm groups (int or per stage).
+        resnet_groups: GroupNorm groups (int or per level).
         resnet_weight_standardization: weight-standardised convs in the resnet blocks.
-        num_resnet_blocks: cross-attending resnet blocks per stage (int or per stage), after one
+        num_resnet_blocks: cross-attending resnet blocks per level (int or per level), after one
             initial resnet block.
         init_cross_embed, init_cross_embed_kernel_sizes: multi-kernel (CrossFormer) first conv.
         cross_embed_downsample, cross_embed_downsample_kernel_sizes: multi-kernel stride-2 downsample
             instead of the 2×2 SP-conv.
-        memory_efficient: Imagen "efficient U-Net": downsample at the start of each stage (the top
-            stage runs at half resolution), with an extra initial resnet block.
+        memory_efficient: Imagen "efficient U-Net": downsample at the start of each level (the top
+            level runs at half resolution), with an extra initial resnet block.
         scale_skip_connection: multiply skip connections by 2^-1/2.
         pixel_shuffle_upsample: pixel-shuffle upsampling (else nearest + 3×3 conv).
         final_conv_kernel_size: kernel of the zero-initialised output conv.
-        combine_upsample_fmaps: feed every up-stage's output (resized) to the final block.
+        combine_upsample_fmaps: feed every up-level's output (resized) to the final block.
         checkpoint_during_training: gradient checkpointing of blocks and attention while training.
     """
 
@@ -126,13 +125,13 @@ class Unet(PretrainedMixin, nn.Module):
         check_constructor_args(config)
         self._register_config(**config)
         dim_mults = tuple(dim_mults)
-        num_stages = len(dim_mults)
+        num_levels = len(dim_mults)
         self.channels, self.channels_out = channels, channels_out if channels_out is not None else channels
         self.lowres_cond, self.lowres_noise_cond, self.self_cond = lowres_cond, lowres_noise_cond, self_cond
         self.cond_on_image_embeds, self.cond_on_text_encodings = cond_on_image_embeds, cond_on_text_encodings
         self.image_embed_dim, self.text_embed_dim = image_embed_dim, text_embed_dim
         self.memory_efficient, self.checkpoint_during_training = memory_efficient, checkpoint_during_training
-        self.downsample_factor = 2 ** (num_stages if memory_efficient else num_stages - 1)
+        self.downsample_factor = 2 ** (num_levels if memory_efficient else num_levels - 1)
 
         init_dim = init_dim if init_dim is not None else dim
         cond_dim = cond_dim if cond_dim is not None else dim
@@ -148,9 +147,9 @@ class Unet(PretrainedMixin, nn.Module):
             text_embed_dim=text_embed_dim, cond_on_text_encodings=cond_on_text_encodings,
             max_text_len=max_text_len, lowres_noise_cond=lowres_noise_cond)
 
-        groups = _per_stage(resnet_groups, num_stages, "resnet_groups")
-        blocks_per_stage = _per_stage(num_resnet_blocks, num_stages, "num_resnet_blocks")
-        stage_self_attn = _per_stage(self_attn, num_stages, "self_attn")
+        groups = _per_level(resnet_groups, num_levels, "resnet_groups")
+        blocks_per_level = _per_level(num_resnet_blocks, num_levels, "num_resnet_blocks")
+        level_self_attn = _per_level(self_attn, num_levels, "self_attn")
 
         def resnet(d_in, d_out, g, cond=None):
             return ResnetBlock(d_in, d_out, time_cond_dim=time_cond_dim, cond_dim=cond, groups=g,
@@ -177,15 +176,15 @@ class Unet(PretrainedMixin, nn.Module):
         in_out = list(zip(dims[:-1], dims[1:]))
         self.downs, skip_dims = nn.ModuleList(), []
         for i, (d_in, d_out) in enumerate(in_out):
-            first, last = i == 0, i == num_stages - 1
+            first, last = i == 0, i == num_levels - 1
             d_layer = d_out if memory_efficient else d_in
             skip_dims.append(d_layer)
-            self.downs.append(DownStage(
+            self.downs.append(DownLevel(
                 downsample_in=downsample(d_in, d_out) if memory_efficient else None,
                 init_block=resnet(d_layer, d_layer, groups[i]),
                 blocks=[resnet(d_layer, d_layer, groups[i], None if first else cond_dim)
-                        for _ in range(blocks_per_stage[i])],
-                attn=attention(d_layer, stage_self_attn[i]),
+                        for _ in range(blocks_per_level[i])],
+                attn=attention(d_layer, level_self_attn[i]),
                 to_next_stage=(downsample(d_layer, d_out) if not (last or memory_efficient)
                                else nn.Conv2d(d_layer, d_out, 1))))
 
@@ -197,20 +196,20 @@ class Unet(PretrainedMixin, nn.Module):
         skip_scale = 2 ** -0.5 if scale_skip_connection else 1.0
         self.ups = nn.ModuleList()
         for i, (d_in, d_out) in enumerate(reversed(in_out)):
-            stage = num_stages - 1 - i
-            last = i == num_stages - 1
+            level = num_levels - 1 - i
+            last = i == num_levels - 1
             skip = skip_dims.pop()
             cond = None if last else cond_dim
-            self.ups.append(UpStage(
-                init_block=resnet(d_out + skip, d_out, groups[stage], cond),
-                blocks=[resnet(d_out + skip, d_out, groups[stage], cond) for _ in range(blocks_per_stage[stage])],
-                attn=attention(d_out, stage_self_attn[stage]),
+            self.ups.append(UpLevel(
+                init_block=resnet(d_out + skip, d_out, groups[level], cond),
+                blocks=[resnet(d_out + skip, d_out, groups[level], cond) for _ in range(blocks_per_level[level])],
+                attn=attention(d_out, level_self_attn[level]),
                 upsample=upsample(d_out, d_in) if not last or memory_efficient else None,
                 skip_scale=skip_scale))
 
         up_dims = [d_out for _, d_out in reversed(in_out)]
         self.upsample_combiner = UpsampleCombiner(up_dims, dim) if combine_upsample_fmaps else None
-        top_dim = init_dim if memory_efficient else dims[1]  # width of the last up stage's output
+        top_dim = init_dim if memory_efficient else dims[1]  # width of the last up level's output
         extra = self.upsample_combiner.extra_channels if combine_upsample_fmaps else 0
         final_in = top_dim + extra + init_dim
         self.final_resnet_block = resnet(final_in, dim, groups[0])
@@ -303,16 +302,16 @@ class Unet(PretrainedMixin, nn.Module):
         if self.init_resnet_block is not None:
             x = run(self.init_resnet_block, x, time_cond)
         skips: list[torch.Tensor] = []
-        for stage in self.downs:
-            x = stage(x, time_cond, cond, skips, run)
+        for level in self.downs:
+            x = level(x, time_cond, cond, skips, run)
         x = run(self.mid_block1, x, time_cond, mid_cond)
         if self.mid_attn is not None:
             x = run(self.mid_attn, x)
         x = run(self.mid_block2, x, time_cond, mid_cond)
         up_outputs = []
-        for stage in self.ups:
-            x, stage_out = stage(x, time_cond, cond, skips, run)
-            up_outputs.append(stage_out)
+        for level in self.ups:
+            x, level_out = level(x, time_cond, cond, skips, run)
+            up_outputs.append(level_out)
         if self.upsample_combiner is not None:
             x = self.upsample_combiner(x, up_outputs)
         x = run(self.final_resnet_block, torch.cat((x, init_features), dim=1), time_cond)
