@@ -53,7 +53,7 @@ def check_forward_inputs(unet, x: torch.Tensor, time: torch.Tensor, *, image_emb
     f = unet.downsample_factor
     if height % f or width % f:
         raise ValueError(f"x height and width must be multiples of {f} for this Unet's "
-                         f"{len(unet.downs)} stages, got {height}x{width}")
+                         f"{len(unet.downs)} resolution levels, got {height}x{width}")
     time = torch.as_tensor(time, device=x.device)
     if time.ndim == 0:
         time = time.expand(batch)
