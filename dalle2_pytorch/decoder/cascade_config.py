@@ -20,6 +20,7 @@ from torch import nn
 
 from dalle2_pytorch.decoder.unet import Unet
 from dalle2_pytorch.diffusion import BETA_SCHEDULES
+from dalle2_pytorch.validation import check_choice, check_positive_int, check_range
 from dalle2_pytorch.vae.vqgan_vae import NullVQGanVAE
 
 
@@ -105,8 +106,8 @@ def resolve_image_sizes(image_size: Optional[int], image_sizes: Optional[Sequenc
     sizes = tuple(image_sizes) if _is_sequence(image_sizes) else (image_sizes,)
     if len(sizes) != num_unets:
         raise ValueError(f"image_sizes={sizes!r} has {len(sizes)} entries for {num_unets} unets")
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
-        raise ValueError(f"image_sizes={sizes!r}: expected positive ints")
+    for size in sizes:
+        check_positive_int("each entry of image_sizes", size)
     if any(a >= b for a, b in zip(sizes, sizes[1:])):
         raise ValueError(f"image_sizes={sizes!r} must be strictly increasing (low to high resolution)")
     return sizes
@@ -139,17 +140,13 @@ def build_stage_settings(*, num_unets: int, image_sizes: Sequence[int], timestep
     for i in range(n):
         number = i + 1
         steps = timesteps_[i]
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
-            raise ValueError(f"timesteps for unet {number} is {steps!r}; expected a positive int")
+        check_positive_int(f"timesteps (unet {number})", steps)
         sample_steps = sample_timesteps_[i]
         if sample_steps is not None and (not isinstance(sample_steps, int) or not 0 < sample_steps <= steps):
             raise ValueError(f"sample_timesteps for unet {number} is {sample_steps!r}; expected None or an int "
                              f"in [1, {steps}] (its training timesteps)")
-        if schedules[i] not in BETA_SCHEDULES:
-            raise ValueError(f"beta_schedule for unet {number} is {schedules[i]!r}; choose one of "
-                             f"{sorted(BETA_SCHEDULES)}")
-        if not isinstance(gammas[i], (int, float)) or gammas[i] < 0:
-            raise ValueError(f"p2_loss_weight_gamma for unet {number} is {gammas[i]!r}; expected a float >= 0")
+        check_choice(f"beta_schedule (unet {number})", schedules[i], BETA_SCHEDULES)
+        check_range(f"p2_loss_weight_gamma (unet {number})", gammas[i], 0.0, float("inf"))
         crop = crops[i]
         if crop is not None and (not isinstance(crop, int) or not 0 < crop <= image_sizes[i]):
             raise ValueError(f"random_crop_sizes for unet {number} is {crop!r}; expected None or an int in "

@@ -21,10 +21,10 @@ from dalle2_pytorch.decoder.cascade import CascadeOptions, CascadeStage, paste_k
 from dalle2_pytorch.decoder.cascade_config import (build_stage_settings, configure_unet, is_latent_vae, per_unet,
                                                    resolve_image_sizes, resolve_vaes)
 from dalle2_pytorch.decoder.conditions import DecoderConditions
-from dalle2_pytorch.decoder.keywords import strict_keywords
 from dalle2_pytorch.decoder.lowres import LowresConditioner, resize_image_to
 from dalle2_pytorch.diffusion import LOSS_TYPES, NoiseSchedule
 from dalle2_pytorch.serialization import PretrainedMixin
+from dalle2_pytorch.validation import check_choice, check_positive_int, check_range, is_int, strict_keywords
 
 _REMOVED_KEYWORDS = {
     "clip_denoised": "removed: it did nothing in the reference; pixel-space unets always clip x0 while sampling, "
@@ -125,19 +125,13 @@ class Decoder(PretrainedMixin, nn.Module):
         unets = tuple(unet) if isinstance(unet, (tuple, list, nn.ModuleList)) else (unet,)
         if not unets:
             raise ValueError("unet: give at least one Unet")
-        if not isinstance(channels, int) or channels <= 0:
-            raise ValueError(f"channels={channels!r}: expected a positive int")
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type={loss_type!r}: choose one of {list(LOSS_TYPES)}")
-        for name, p in (("image_cond_drop_prob", image_cond_drop_prob), ("text_cond_drop_prob", text_cond_drop_prob)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name}={p!r}: expected a probability in [0, 1]")
-        if not 0.0 <= lowres_noise_sample_level < 1.0:
-            raise ValueError(f"lowres_noise_sample_level={lowres_noise_sample_level!r}: expected a value in [0, 1)")
-        if not 0.0 < dynamic_thres_percentile <= 1.0:
-            raise ValueError(f"dynamic_thres_percentile={dynamic_thres_percentile!r}: expected a value in (0, 1]")
-        if vb_loss_weight < 0:
-            raise ValueError(f"vb_loss_weight={vb_loss_weight!r}: expected a value >= 0")
+        check_positive_int("channels", channels)
+        check_choice("loss_type", loss_type, LOSS_TYPES)
+        check_range("image_cond_drop_prob", image_cond_drop_prob, 0.0, 1.0)
+        check_range("text_cond_drop_prob", text_cond_drop_prob, 0.0, 1.0)
+        check_range("lowres_noise_sample_level", lowres_noise_sample_level, 0.0, 1.0, high_open=True)
+        check_range("dynamic_thres_percentile", dynamic_thres_percentile, 0.0, 1.0, low_open=True)
+        check_range("vb_loss_weight", vb_loss_weight, 0.0, float("inf"))
 
         self.num_unets = len(unets)
         self.channels = channels
@@ -231,7 +225,7 @@ class Decoder(PretrainedMixin, nn.Module):
 
     def check_unet_number(self, unet_number: Any, name: str = "unet_number") -> int:
         """``unet_number`` if it names a unet of this cascade (1-based), else a ValueError naming ``name``."""
-        if isinstance(unet_number, bool) or not isinstance(unet_number, int) or not 1 <= unet_number <= self.num_unets:
+        if not is_int(unet_number) or not 1 <= unet_number <= self.num_unets:
             raise ValueError(f"{name}={unet_number!r}: expected an int from 1 to {self.num_unets}")
         return unet_number
 

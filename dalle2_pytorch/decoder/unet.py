@@ -14,7 +14,7 @@ from .attention import FullSelfAttention, LinearSelfAttention, WindowSelfAttenti
 from .blocks import (CrossEmbedLayer, Downsample, DownLevel, NearestUpsample, PixelShuffleUpsample, ResnetBlock,
                      UpLevel, UpsampleCombiner)
 from .unet_conditioning import UnetConditioning
-from .keywords import strict_keywords
+from ..validation import strict_keywords
 from .unet_checks import check_constructor_args, check_forward_inputs
 
 # keywords of the reference Unet that did nothing there and were removed here

@@ -7,26 +7,22 @@ from typing import Any
 
 import torch
 
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+from dalle2_pytorch.validation import check_positive_int, check_range
 
 
 def check_constructor_args(cfg: dict[str, Any]) -> None:
-    _positive_int("dim", cfg["dim"])
+    check_positive_int("dim", cfg["dim"])
     if cfg["dim"] % 2:
         raise ValueError(f"dim must be even (it sizes a sin/cos time embedding), got {cfg['dim']}")
     mults = cfg["dim_mults"]
     if not isinstance(mults, tuple) or not mults:
         raise ValueError(f"dim_mults must be a non-empty sequence of positive ints, got {mults!r}")
     for m in mults:
-        _positive_int("each entry of dim_mults", m)
+        check_positive_int("each entry of dim_mults", m)
     for name in ("channels", "num_image_tokens", "num_time_tokens", "attn_dim_head", "attn_heads", "max_text_len"):
-        _positive_int(name, cfg[name])
+        check_positive_int(name, cfg[name])
     for name in ("channels_out", "cond_dim", "init_dim", "image_embed_dim", "text_embed_dim", "sparse_attn_window"):
-        if cfg[name] is not None:
-            _positive_int(name, cfg[name])
+        check_positive_int(name, cfg[name], optional=True)
     if cfg["cond_on_image_embeds"] and cfg["image_embed_dim"] is None:
         raise ValueError("cond_on_image_embeds=True needs image_embed_dim (the width of the CLIP image embedding)")
     if cfg["cond_on_text_encodings"] and cfg["text_embed_dim"] is None:
@@ -59,9 +55,8 @@ def check_forward_inputs(unet, x: torch.Tensor, time: torch.Tensor, *, image_emb
         time = time.expand(batch)
     if time.shape != (batch,):
         raise ValueError(f"time must have shape ({batch},), got {tuple(time.shape)}")
-    for name, p in (("image_cond_drop_prob", image_cond_drop_prob), ("text_cond_drop_prob", text_cond_drop_prob)):
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {p}")
+    check_range("image_cond_drop_prob", float(image_cond_drop_prob), 0.0, 1.0)
+    check_range("text_cond_drop_prob", float(text_cond_drop_prob), 0.0, 1.0)
 
     if unet.cond_on_image_embeds:
         if image_embed is None:
