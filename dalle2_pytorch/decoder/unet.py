@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..diffusion.guidance import classifier_free_guidance
 from ..serialization import PretrainedMixin
 from .attention import FullSelfAttention, LinearSelfAttention, WindowSelfAttention
 from .blocks import (CrossEmbedLayer, Downsample, DownLevel, NearestUpsample, PixelShuffleUpsample, ResnetBlock,
@@ -217,14 +218,16 @@ class Unet(PretrainedMixin, nn.Module):
                                 final_conv_kernel_size, padding=final_conv_kernel_size // 2)
         nn.init.zeros_(self.to_out.weight)  # start as "predict zero", as OpenAI and k-diffusion do
         nn.init.zeros_(self.to_out.bias)
-        self._weights_touched = False
+        self._loaded_weights = False
         self.register_load_state_dict_post_hook(_mark_loaded)
 
     # ------------------------------------------------------------------ cascade flags
     @property
     def has_trained_weights(self) -> bool:
-        """True once weights were loaded or a gradient-enabled training forward ran."""
-        return self._weights_touched
+        """True once weights were loaded, or once training moved the output conv off its zero initialisation
+        (any optimiser step does: it is the one layer every loss gradient reaches).  Read from the weights
+        themselves, so forward passes carry no hidden state."""
+        return self._loaded_weights or bool(self.to_out.weight.detach().any() or self.to_out.bias.detach().any())
 
     def with_flags(self, **flags) -> "Unet":
         """A Unet like this one with some constructor keywords changed (what a cascade needs:
@@ -258,7 +261,7 @@ class Unet(PretrainedMixin, nn.Module):
             for key, value in target.items():
                 if key in old_state and old_state[key].shape == value.shape:
                     value.copy_(old_state[key])
-        new._weights_touched = self._weights_touched
+        new._loaded_weights = self._loaded_weights
         return new.train(self.training)
 
     # ------------------------------------------------------------------ forward
@@ -282,8 +285,6 @@ class Unet(PretrainedMixin, nn.Module):
                                     text_mask=text_mask, image_cond_drop_prob=image_cond_drop_prob,
                                     text_cond_drop_prob=text_cond_drop_prob, self_cond=self_cond)
         batch = x.shape[0]
-        if self.training and torch.is_grad_enabled():
-            self._weights_touched = True
         if self.self_cond:
             x = torch.cat((x, self_cond if self_cond is not None else torch.zeros_like(x)), dim=1)
         if self.lowres_cond:
@@ -330,7 +331,7 @@ class Unet(PretrainedMixin, nn.Module):
         if cond_scale == 1:
             return out
         null = self.forward(x, time, image_cond_drop_prob=1.0, text_cond_drop_prob=1.0, **inputs)
-        return null + (out - null) * cond_scale
+        return classifier_free_guidance(out, null, cond_scale)
 
 
 def _run(layer: nn.Module, *args) -> torch.Tensor:
@@ -342,4 +343,4 @@ def _run_checkpointed(layer: nn.Module, *args) -> torch.Tensor:
 
 
 def _mark_loaded(module: Unet, incompatible_keys) -> None:
-    module._weights_touched = True
+    module._loaded_weights = True

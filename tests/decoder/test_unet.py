@@ -6,14 +6,17 @@ import torch
 from dalle2_pytorch.decoder.unet import Unet
 
 
-def tiny(**overrides) -> Unet:
+def tiny(perturb_output: bool = True, **overrides) -> Unet:
+    """A small Unet; ``perturb_output`` gives the zero-initialised output conv signal (which, like training,
+    makes the weights count as trained)."""
     kwargs = dict(dim=16, image_embed_dim=12, cond_dim=16, dim_mults=(1, 2), cond_on_image_embeds=True,
                   num_resnet_blocks=1, attn_heads=2, attn_dim_head=8)
     kwargs.update(overrides)
     torch.manual_seed(0)
     unet = Unet(**kwargs)
-    with torch.no_grad():  # the output conv starts at zero; give it signal so outputs can differ
-        unet.to_out.weight.normal_(0, 0.1)
+    if perturb_output:
+        with torch.no_grad():  # the output conv starts at zero; give it signal so outputs can differ
+            unet.to_out.weight.normal_(0, 0.1)
     return unet
 
 
@@ -145,14 +148,18 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_with_flags_keeps_weights_and_refuses_to_drop_trained_ones():
-    unet = tiny(cond_on_image_embeds=False)
+    unet = tiny(perturb_output=False, cond_on_image_embeds=False)
     assert unet.with_flags(cond_on_image_embeds=False) is unet
     upsampler = unet.with_flags(lowres_cond=True, lowres_noise_cond=True)
     assert upsampler.lowres_cond and upsampler.lowres_noise_cond
     torch.testing.assert_close(upsampler.mid_block1.block1.project.weight, unet.mid_block1.block1.project.weight)
     x, t, _ = inputs()
     unet.train()
-    unet(x, t).mean().backward()  # a training step marks the weights as trained
+    optimizer = torch.optim.SGD(unet.parameters(), lr=0.1)
+    unet(x, t).mean().backward()
+    assert not unet.has_trained_weights      # gradients alone change no weight
+    optimizer.step()                         # a training step moves the zero-initialised output conv
+    assert unet.has_trained_weights
     with pytest.raises(ValueError, match="would discard or re-initialise trained weights"):
         unet.with_flags(lowres_cond=True)
     with pytest.raises(TypeError, match="unknown keyword"):
@@ -215,7 +222,7 @@ def test_window_attention_with_one_window_is_full_attention_and_windows_are_inde
 
 
 def test_non_square_images_and_loading_through_a_parent_marks_weights_trained():
-    unet = tiny(combine_upsample_fmaps=True, memory_efficient=True).eval()
+    unet = tiny(perturb_output=False, combine_upsample_fmaps=True, memory_efficient=True).eval()
     x = torch.randn(1, 3, 8, 16)
     with torch.no_grad():
         assert unet(x, torch.tensor([5]), image_embed=torch.randn(1, 12)).shape == x.shape
