@@ -8,18 +8,23 @@ must then draw, for each caption, an image whose colour is the caption's far mor
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 
 from dalle2_pytorch.clip.model import CLIP
 from dalle2_pytorch.clip.tokenizer import tokenize
-from dalle2_pytorch.dalle2 import DALLE2
+from dalle2_pytorch.dalle2 import DALLE2, SamplingDefaults
 from dalle2_pytorch.data.toy import COLOURS
 from dalle2_pytorch.decoder.decoder import Decoder
 from dalle2_pytorch.decoder.unet import Unet
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
+from dalle2_pytorch.serialization import PretrainedMixin
 from dalle2_pytorch.trainers import DecoderTrainer, DiffusionPriorTrainer
+from tests.serve.tiny_model import save_as_demo_layout, save_as_first_dalle2_layout, tiny_dalle2
 
 NAMES = list(COLOURS)  # six well separated colours: chance is 1/6
 PALETTE = torch.tensor([COLOURS[n] for n in NAMES], dtype=torch.float32) / 255
@@ -131,3 +136,122 @@ def test_bad_pipeline_arguments():
         dalle2([1, 2])
     with pytest.raises(ValueError, match="seed= or generator="):
         dalle2(["red"], seed=1, generator=torch.Generator())
+
+
+# ----------------------------------------------------------------------------- sampling defaults and saved layouts
+FAST = SamplingDefaults(prior_sampler="ddim", prior_steps=4, prior_cond_scale=2.0, sampler="ddim", steps=(4, 3),
+                        cond_scale=(2.0, 1.0))
+
+
+def explicit(defaults: SamplingDefaults) -> dict:
+    """The same settings as call keywords."""
+    return {field: getattr(defaults, field) for field in ("prior_sampler", "prior_steps", "prior_cond_scale",
+                                                           "sampler", "steps", "cond_scale")}
+
+
+def test_calls_fill_what_they_leave_out_from_the_sampling_defaults():
+    pipeline = tiny_dalle2()
+    pipeline.sampling_defaults = FAST
+    assert torch.equal(pipeline(["a red circle"], seed=1), pipeline(["a red circle"], seed=1, **explicit(FAST)))
+    for change in (dict(steps=(2, 2)), dict(sampler="euler"), dict(cond_scale=(3.0, 1.0)),
+                   dict(prior_cond_scale=4.0)):  # each default reaches its stage
+        drawn = DALLE2(prior=pipeline.prior, decoder=pipeline.decoder, sampling=FAST.replace(**change))
+        assert not torch.equal(drawn(["a red circle"], seed=1), pipeline(["a red circle"], seed=1)), change
+    # what a call passes wins over the defaults; what it leaves out still comes from them
+    overridden = {**explicit(FAST), "steps": 4, "cond_scale": 1.0}
+    assert torch.equal(pipeline(["a red circle"], seed=1, steps=4, cond_scale=1.0),
+                       DALLE2(prior=pipeline.prior, decoder=pipeline.decoder)(["a red circle"], seed=1, **overridden))
+
+
+def test_sampling_defaults_are_checked_where_they_are_set():
+    pipeline = tiny_dalle2()
+    for bad, message in ((dict(sampler="nope"), "not known"), (dict(steps=0), "positive int"),
+                         (dict(prior_steps=[2]), "prior_steps"), (dict(cond_scale=float("nan")), "finite"),
+                         (dict(cond_scale=()), "one per unet")):
+        with pytest.raises(ValueError, match=message):
+            SamplingDefaults(**bad)
+    with pytest.raises(ValueError, match="2 unets"):
+        pipeline.sampling_defaults = SamplingDefaults(steps=(1, 2, 3))
+    with pytest.raises(ValueError, match="unknown keys"):
+        pipeline.sampling_defaults = {"decoder": {"step": 3}}
+    with pytest.raises(ValueError, match="unknown sections"):
+        SamplingDefaults.from_dict({"unet": {}})
+    with pytest.raises(TypeError, match="SamplingDefaults"):
+        pipeline.sampling_defaults = 3
+    unguided = DALLE2(prior=DiffusionPrior(pipeline.prior.net, clip=pipeline.prior.clip, timesteps=50,
+                                           cond_drop_prob=0.0, condition_on_text_encodings=False),
+                      decoder=pipeline.decoder)
+    with pytest.raises(ValueError, match="prior_cond_scale"):
+        unguided.sampling_defaults = SamplingDefaults(prior_cond_scale=2.0)
+    assert SamplingDefaults(sampler="dpm++", steps=[2, 3]).sampler == "dpmpp_2m"  # canonical names, tuples
+    assert SamplingDefaults.from_dict(FAST.to_dict()) == FAST
+
+
+def test_save_pretrained_writes_the_pipeline_layout_and_round_trips(tmp_path):
+    tiny = tiny_dalle2()
+    pipeline = DALLE2(prior=tiny.prior, decoder=tiny.decoder, prior_num_samples=3, sampling=FAST)
+    directory = pipeline.save_pretrained(tmp_path / "dalle2")
+    assert sorted(p.name for p in directory.iterdir()) == ["decoder", "pipeline.json", "prior"]
+    spec = json.loads((directory / "pipeline.json").read_text())
+    assert spec["components"] == {"prior": "dalle2_pytorch.prior.diffusion_prior:DiffusionPrior",
+                                  "decoder": "dalle2_pytorch.decoder.decoder:Decoder"}
+    assert spec["sampling"] == {"prior": {"sampler": "ddim", "steps": 4, "cond_scale": 2.0},
+                                "decoder": {"sampler": "ddim", "steps": [4, 3], "cond_scale": [2.0, 1.0]}}
+    assert spec["prior_num_samples"] == 3 and spec["format_version"] == 1
+
+    loaded = DALLE2.from_pretrained(directory)
+    assert loaded.sampling_defaults == FAST and loaded.prior_num_samples == 3
+    assert torch.equal(loaded(["a red circle", "a blue square"], seed=2),
+                       pipeline(["a red circle", "a blue square"], seed=2))
+
+    spec["format_version"] = 99
+    (directory / "pipeline.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="format_version 99"):
+        DALLE2.from_pretrained(directory)
+
+
+def test_older_layouts_still_load_with_their_settings(tmp_path):
+    pipeline = tiny_dalle2()
+    first = save_as_first_dalle2_layout(pipeline, tmp_path / "first")
+    loaded = DALLE2.from_pretrained(first)
+    assert loaded.sampling_defaults == SamplingDefaults()
+    assert torch.equal(loaded(["a red circle"], seed=3, steps=3), pipeline(["a red circle"], seed=3, steps=3))
+
+    demo = save_as_demo_layout(pipeline, tmp_path / "demo", sampling=FAST.to_dict())
+    loaded = DALLE2.from_pretrained(demo)
+    assert loaded.sampling_defaults == FAST
+    assert torch.equal(loaded(["a red circle"], seed=3), pipeline(["a red circle"], seed=3, **explicit(FAST)))
+    assert DALLE2.from_pretrained(save_as_demo_layout(pipeline, tmp_path / "bare", sampling=None)) \
+        .sampling_defaults == SamplingDefaults()
+
+    # sampling.json beside a first-layout folder counts too; guidance the model cannot do becomes 1, as its
+    # old readers (the CLI and the server) treated it
+    (first / "sampling.json").write_text(json.dumps(FAST.to_dict()))
+    assert DALLE2.from_pretrained(first).sampling_defaults == FAST
+    PretrainedMixin.save_pretrained(tiny_dalle2(), tmp_path / "unguided")
+    config = json.loads((tmp_path / "unguided" / "config.json").read_text())
+    config["config"]["decoder"]["config"]["image_cond_drop_prob"] = 0.0
+    (tmp_path / "unguided" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "unguided" / "sampling.json").write_text(json.dumps(FAST.to_dict()))
+    assert DALLE2.from_pretrained(tmp_path / "unguided").sampling_defaults == FAST.replace(cond_scale=1.0)
+
+    # pipeline.json wins over an older file in the same folder (e.g. the demo re-saving into its checkpoints)
+    pipeline.sampling_defaults = FAST.replace(steps=2)
+    pipeline.save_pretrained(demo)
+    assert DALLE2.from_pretrained(demo).sampling_defaults.steps == 2
+
+
+def test_a_folder_that_is_no_pipeline_says_what_was_expected(tmp_path):
+    expected = ["pipeline.json", "config.json + model.safetensors", "prior/config.json", "decoder/config.json"]
+    for folder, found in ((tmp_path / "missing", "does not exist"), (tmp_path, "is empty")):
+        with pytest.raises(FileNotFoundError) as error:
+            DALLE2.from_pretrained(folder)
+        assert found in str(error.value) and all(name in str(error.value) for name in expected)
+    pipeline = tiny_dalle2()
+    pipeline.prior.save_pretrained(tmp_path / "prior_only")
+    with pytest.raises(FileNotFoundError, match="holds a saved DiffusionPrior"):
+        DALLE2.from_pretrained(tmp_path / "prior_only")
+    pipeline.save_pretrained(tmp_path / "half")
+    shutil.rmtree(tmp_path / "half" / "decoder")
+    with pytest.raises(FileNotFoundError, match="decoder/config.json"):
+        DALLE2.from_pretrained(tmp_path / "half")

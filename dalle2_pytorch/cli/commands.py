@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-SAMPLING_FILE = "sampling.json"  # recommended sampling settings written beside prior/ and decoder/
-
 
 def demo(args: argparse.Namespace) -> int:
     from dalle2_pytorch.train.demo import run_demo
@@ -60,47 +58,21 @@ def images_config(folder: str, image_size: int, steps: int | None, out: str | No
     })
 
 
-def load_pipeline(checkpoint: str | Path):
-    """A :class:`DALLE2` from a ``save_pretrained`` folder of one, or from a folder holding prior/ and decoder/."""
-    from dalle2_pytorch.dalle2 import DALLE2
-    from dalle2_pytorch.decoder.decoder import Decoder
-    from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
-    from dalle2_pytorch.serialization import load_json
-
-    root = Path(checkpoint)
-    if (root / "config.json").is_file() and load_json(root / "config.json").get("class", "").endswith(":DALLE2"):
-        return DALLE2.from_pretrained(root).eval()
-    for part in ("prior", "decoder"):
-        if not (root / part / "config.json").is_file():
-            raise FileNotFoundError(f"--checkpoint {root}: no {part}/config.json there; point it at a saved DALLE2 "
-                                    "or a folder holding prior/ and decoder/ (e.g. outputs/checkpoints after "
-                                    "`dalle2 demo`)")
-    return DALLE2(prior=DiffusionPrior.from_pretrained(root / "prior"),
-                  decoder=Decoder.from_pretrained(root / "decoder")).eval()
-
-
 def sample(args: argparse.Namespace) -> int:
+    """Images for the captions, with the pipeline's saved sampling defaults where a flag is left out."""
     import torch
 
+    from dalle2_pytorch.dalle2 import DALLE2
     from dalle2_pytorch.train.image_grid import save_captioned_grid, save_image
 
     if args.num_images < 1:
         raise ValueError(f"--num-images {args.num_images}: expected at least 1")
-    pipeline = load_pipeline(args.checkpoint)
-    root = Path(args.checkpoint)
-    settings = json.loads((root / SAMPLING_FILE).read_text()) if (root / SAMPLING_FILE).is_file() else {}
-    prior_settings, decoder_settings = settings.get("prior", {}), settings.get("decoder", {})
-    num_unets = pipeline.decoder.num_unets
-    cond_scale = decoder_settings.get("cond_scale", [3.0] + [1.0] * (num_unets - 1))
-    if args.cond_scale is not None:
-        cond_scale = [args.cond_scale] + [1.0] * (num_unets - 1)
-    if not pipeline.decoder.can_classifier_guidance:
-        cond_scale = 1.0
+    pipeline = DALLE2.from_pretrained(args.checkpoint)
+    cond_scale = None if args.cond_scale is None else \
+        pipeline.sampling_defaults.with_first_unet_guidance(args.cond_scale, pipeline.decoder.num_unets)
     captions = [text for text in args.text for _ in range(args.num_images)]
-    images = pipeline(captions, cond_scale=cond_scale, prior_cond_scale=prior_settings.get("cond_scale", 1.0),
-                      sampler=args.sampler or decoder_settings.get("sampler"),
-                      steps=args.steps or decoder_settings.get("steps"), prior_sampler=prior_settings.get("sampler"),
-                      prior_steps=prior_settings.get("steps"), generator=torch.Generator().manual_seed(args.seed))
+    images = pipeline(captions, cond_scale=cond_scale, sampler=args.sampler, steps=args.steps,
+                      generator=torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     for i, (image, caption) in enumerate(zip(images, captions)):
         save_image(image, out / f"{i:03d}_{caption.replace(' ', '_')[:60]}.png")

@@ -13,6 +13,9 @@ from typing import Sequence
 
 from dalle2_pytorch.cli import commands
 
+PIPELINE_HELP = ("a pipeline folder: DALLE2.save_pretrained output (pipeline.json, prior/, decoder/) or an older "
+                 "`dalle2 demo` / DALLE2 folder; its saved sampling defaults apply (default: outputs/checkpoints)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dalle2", description="DALL-E 2 (unCLIP) in PyTorch: train, sample, demo.")
@@ -47,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_sample_arguments(sample)
 
     evaluate = command("eval", help="score a trained toy pipeline: faithfulness, FID/KID, CLIP score, prior metrics")
-    evaluate.add_argument("--checkpoint", default="outputs/checkpoints",
-                          help="folder with clip/, prior/ and decoder/ (default: what `dalle2 demo` writes)")
+    evaluate.add_argument("--checkpoint", default="outputs/checkpoints", help=PIPELINE_HELP)
     evaluate.add_argument("--images-per-caption", type=int, default=4, help="generated images per caption (default 4)")
     evaluate.add_argument("--num-real-images", type=int, default=512, help="real toy images for FID/KID (default 512)")
     evaluate.add_argument("--features", choices=["random", "clip"], default="random",
@@ -58,8 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=commands.evaluate)
 
     serve = command("serve", help="serve a trained model: a web page and a JSON API (needs the [serve] extra)")
-    serve.add_argument("--checkpoint", default="outputs/checkpoints",
-                       help="a DALLE2 folder, or one with prior/ and decoder/ (default: what `dalle2 demo` writes)")
+    serve.add_argument("--checkpoint", default="outputs/checkpoints", help=PIPELINE_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     serve.add_argument("--max-batch", type=int, default=8, help="images sampled together at most (default 8)")
@@ -91,12 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="+", help="one or more captions")
-    parser.add_argument("--checkpoint", default="outputs/checkpoints",
-                        help="folder with prior/ and decoder/ (what `dalle2 demo` writes; default outputs/checkpoints)")
+    parser.add_argument("--checkpoint", default="outputs/checkpoints", help=PIPELINE_HELP)
     parser.add_argument("--num-images", type=int, default=4, help="images per caption (default 4)")
-    parser.add_argument("--cond-scale", type=float, default=None, help="decoder guidance scale (default: 3 on unet 1)")
-    parser.add_argument("--sampler", default=None, help="ddpm | ddim | dpmpp_2m | euler | heun")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps per unet")
+    parser.add_argument("--cond-scale", type=float, default=None,
+                        help="decoder guidance scale on unet 1 (default: the pipeline's saved default)")
+    parser.add_argument("--sampler", default=None, help="decoder sampler, every unet: ddpm | ddim | dpmpp_2m | euler | "
+                        "heun (default: the pipeline's saved default)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="decoder sampling steps, every unet (default: the pipeline's saved default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="outputs/samples", help="output folder (default outputs/samples)")
     parser.set_defaults(run=commands.sample)

@@ -8,18 +8,16 @@ its prompt, seed and settings only, never on the other images in its batch.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union
 
 import torch
 
-from dalle2_pytorch.dalle2 import DALLE2
+from dalle2_pytorch.dalle2 import DALLE2, SamplingDefaults
 from dalle2_pytorch.diffusion import RowGenerators
 from dalle2_pytorch.diffusion.samplers import SAMPLERS
 
-SAMPLING_FILE = "sampling.json"  # recommended settings that `dalle2 demo` writes beside prior/ and decoder/
 Progress = Callable[[float], None]  # fraction of the batch's sampling done, in [0, 1]
 
 
@@ -50,41 +48,33 @@ class ImageEngine(Protocol):
 class DALLE2Engine:
     """Serves a :class:`DALLE2`: its prior picks image embeddings, its decoder cascade paints them.
 
-    ``defaults``: the ``sampling.json`` layout (``{"prior": {cond_scale, steps, sampler}, "decoder":
-    {cond_scale, steps, sampler}}``, lists per unet allowed) used where a request leaves a setting out.
+    A setting a request leaves out comes from the pipeline's ``sampling_defaults`` (saved in its
+    ``pipeline.json``).  ``defaults`` (a :class:`SamplingDefaults` or its ``{"prior": {...}, "decoder": {...}}``
+    form), when given, replaces them on ``dalle2``.
     """
 
-    def __init__(self, dalle2: DALLE2, *, defaults: Optional[dict[str, Any]] = None) -> None:
+    def __init__(self, dalle2: DALLE2, *,
+                 defaults: Optional[Union[SamplingDefaults, Mapping[str, Any]]] = None) -> None:
         if not isinstance(dalle2, DALLE2):
             raise TypeError(f"dalle2 must be a DALLE2, got {type(dalle2).__name__}")
         self.dalle2 = dalle2.eval()
-        defaults = defaults or {}
-        self.prior_defaults = dict(defaults.get("prior", {}))
-        self.decoder_defaults = dict(defaults.get("decoder", {}))
+        if defaults is not None:
+            self.dalle2.sampling_defaults = defaults
         self.num_unets = dalle2.decoder.num_unets
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path, *, device: str | torch.device | None = None) -> "DALLE2Engine":
-        """Load ``DALLE2.save_pretrained`` output, or a folder holding ``prior/`` and ``decoder/`` (``dalle2 demo``).
+        """Load a pipeline folder with :meth:`DALLE2.from_pretrained` (every layout it reads, defaults included).
 
         ``device``: where the model runs (e.g. ``"cuda"``); it stays on the CPU when None.  Noise is always
         drawn on the CPU from each image's seed, so a seed gives the same noise on every device."""
-        from dalle2_pytorch.decoder.decoder import Decoder
-        from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
+        dalle2 = DALLE2.from_pretrained(directory)
+        return cls(dalle2 if device is None else dalle2.to(device))
 
-        root = Path(directory)
-        if (root / "prior" / "config.json").is_file() and (root / "decoder" / "config.json").is_file():
-            dalle2 = DALLE2(prior=DiffusionPrior.from_pretrained(root / "prior"),
-                            decoder=Decoder.from_pretrained(root / "decoder"))
-        elif (root / "config.json").is_file():
-            dalle2 = DALLE2.from_pretrained(root)
-        else:
-            raise FileNotFoundError(f"checkpoint={str(root)!r}: expected a DALLE2.save_pretrained folder (config.json) "
-                                    "or a folder holding prior/ and decoder/ (e.g. outputs/checkpoints after "
-                                    "`dalle2 demo`)")
-        sampling = root / SAMPLING_FILE
-        defaults = json.loads(sampling.read_text()) if sampling.is_file() else None
-        return cls(dalle2 if device is None else dalle2.to(device), defaults=defaults)
+    @property
+    def defaults(self) -> SamplingDefaults:
+        """The pipeline's sampling defaults (what a request's missing settings become)."""
+        return self.dalle2.sampling_defaults
 
     # ------------------------------------------------------------------ what the model accepts
     @property
@@ -97,10 +87,10 @@ class DALLE2Engine:
                 "samplers": sorted(SAMPLERS), "max_steps": self.max_steps,
                 "decoder_guidance": bool(decoder.can_classifier_guidance),
                 "prior_guidance": bool(prior.can_classifier_guidance),
-                "defaults": {"cond_scale": self._per_unet("cond_scale", 1.0)[0],
-                             "prior_cond_scale": self.prior_defaults.get("cond_scale", 1.0),
-                             "sampler": self._per_unet("sampler", None)[0],
-                             "steps": self._per_unet("steps", None)[0]}}
+                "defaults": {"cond_scale": self.defaults.per_unet("cond_scale", self.num_unets)[0],
+                             "prior_cond_scale": self.defaults.prior_cond_scale,
+                             "sampler": self.defaults.per_unet("sampler", self.num_unets)[0],
+                             "steps": self.defaults.per_unet("steps", self.num_unets)[0]}}
 
     def check(self, settings: Settings) -> list[tuple[str, str]]:
         problems = []
@@ -116,19 +106,12 @@ class DALLE2Engine:
         return problems
 
     # ------------------------------------------------------------------ sampling
-    def _per_unet(self, key: str, fallback: Any) -> list:
-        value = self.decoder_defaults.get(key, fallback)
-        return list(value) if isinstance(value, (list, tuple)) else [value] * self.num_unets
-
-    def _decoder_settings(self, settings: Settings) -> dict[str, Any]:
-        scales = self._per_unet("cond_scale", 1.0)
-        if settings.cond_scale is not None:
-            scales[0] = settings.cond_scale
-        if not self.dalle2.decoder.can_classifier_guidance:
-            scales = [1.0] * self.num_unets
-        samplers = self._per_unet("sampler", None) if settings.sampler is None else [settings.sampler] * self.num_unets
-        steps = self._per_unet("steps", None) if settings.steps is None else [settings.steps] * self.num_unets
-        return {"cond_scale": scales, "sampler": samplers, "steps": steps}
+    def _overrides(self, settings: Settings) -> dict[str, Any]:
+        """The request's settings as DALLE2 keywords (None = the pipeline's default); guidance replaces unet 1's."""
+        cond_scale = None if settings.cond_scale is None else \
+            self.defaults.with_first_unet_guidance(settings.cond_scale, self.num_unets)
+        return {"cond_scale": cond_scale, "prior_cond_scale": settings.prior_cond_scale,
+                "sampler": settings.sampler, "steps": settings.steps}
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], settings: Settings,
@@ -144,13 +127,7 @@ class DALLE2Engine:
             done = info["unet_number"] + (info["i"] + 1) / max(1, info["total"])
             report(min(1.0, done / stages))
 
-        prior_cond_scale = self.prior_defaults.get("cond_scale", 1.0) if settings.prior_cond_scale is None \
-            else settings.prior_cond_scale
-        if not self.dalle2.prior.can_classifier_guidance:
-            prior_cond_scale = 1.0
-        images = self.dalle2(list(prompts), prior_cond_scale=prior_cond_scale, return_pil_images=True,
-                             prior_sampler=self.prior_defaults.get("sampler"),
-                             prior_steps=self.prior_defaults.get("steps"), generator=generators,
-                             callback=on_decoder_step, **self._decoder_settings(settings))
+        images = self.dalle2(list(prompts), return_pil_images=True, generator=generators, callback=on_decoder_step,
+                             **self._overrides(settings))
         report(1.0)
         return images

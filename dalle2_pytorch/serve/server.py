@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-DEFAULT_CHECKPOINT = "outputs/checkpoints"  # where `dalle2 demo` saves prior/ and decoder/
+DEFAULT_CHECKPOINT = "outputs/checkpoints"  # where `dalle2 demo` saves its pipeline
 INSTALL_HINT = "the web app needs the 'serve' extra: pip install 'dalle2-pytorch[serve]' (fastapi and uvicorn)"
 
 
@@ -23,8 +23,8 @@ def serve_main(checkpoint: str | Path = DEFAULT_CHECKPOINT, host: str = "127.0.0
                threads: Optional[int] = None, device: Optional[str] = None, log_level: str = "info") -> None:
     """Serve the DALLE2 saved in ``checkpoint`` at ``http://host:port/`` until interrupted.
 
-    ``checkpoint``: a ``DALLE2.save_pretrained`` folder or one holding ``prior/`` and ``decoder/``
-    (``sampling.json`` beside them, as ``dalle2 demo`` writes, gives the default settings).
+    ``checkpoint``: a pipeline folder as :meth:`DALLE2.from_pretrained` reads it (its saved sampling
+    defaults are the settings a request leaves out).
     ``max_batch``: most images per forward pass (1 turns batching off); ``batch_window``: seconds a
     request waits for companions; ``max_queue``: waiting jobs before 503; ``threads``: torch CPU
     threads (unchanged when None); ``device``: where the model runs (``"cuda"``; CPU when None);

@@ -49,9 +49,9 @@ def test_demo_tiny_writes_images_grid_score_and_reuses_checkpoints(tmp_path):
     assert sampled.returncode == 0, sampled.stderr[-2000:]
     assert len(list(samples.glob("*_a_red_circle.png"))) == 2 and (samples / "grid.png").is_file()
 
-    from dalle2_pytorch.cli.commands import load_pipeline  # a saved DALLE2 folder works as --checkpoint too
+    from dalle2_pytorch.dalle2 import DALLE2  # the demo's folder re-saved as a pipeline works as --checkpoint too
 
-    load_pipeline(out / "checkpoints").save_pretrained(tmp_path / "dalle2")
+    DALLE2.from_pretrained(out / "checkpoints").save_pretrained(tmp_path / "dalle2")
     assert main(["sample", "a blue square", "--checkpoint", str(tmp_path / "dalle2"), "--num-images", "1",
                  "--steps", "2", "--out", str(tmp_path / "from_dalle2")]) == 0
     assert (tmp_path / "from_dalle2" / "000_a_blue_square.png").is_file()

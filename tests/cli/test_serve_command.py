@@ -19,4 +19,5 @@ def test_serve_missing_checkpoint_is_one_clear_line(capsys, tmp_path):
     pytest.importorskip("fastapi")
     assert cli.main(["serve", "--checkpoint", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: checkpoint=") and "Traceback" not in err
+    assert err.startswith("error: ") and "not a saved DALLE2 pipeline" in err and "Traceback" not in err
+    assert "pipeline.json" in err and "prior/config.json" in err  # says what files were expected

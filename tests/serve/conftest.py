@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -13,20 +12,14 @@ pytest.importorskip("httpx", reason="httpx (for fastapi's TestClient) is not ins
 from fastapi.testclient import TestClient  # noqa: E402
 
 from dalle2_pytorch.serve.app import create_app  # noqa: E402
-from dalle2_pytorch.serve.engine import SAMPLING_FILE, DALLE2Engine  # noqa: E402
+from dalle2_pytorch.serve.engine import DALLE2Engine  # noqa: E402
 from tests.serve.tiny_model import save_tiny_checkpoint  # noqa: E402
-
-# few steps so a request takes a fraction of a second on one CPU thread
-SAMPLING = {"prior": {"cond_scale": 1.0, "steps": 4, "sampler": "ddim"},
-            "decoder": {"cond_scale": [2.0, 1.0], "steps": [4, 4], "sampler": "ddim"}}
-
 
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory):
-    directory = save_tiny_checkpoint(tmp_path_factory.mktemp("serve") / "dalle2")
-    (directory / SAMPLING_FILE).write_text(json.dumps(SAMPLING))
-    return directory
+    """A DALLE2.save_pretrained folder whose pipeline.json holds few-step sampling defaults (FAST_SAMPLING)."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("serve") / "dalle2")
 
 
 @pytest.fixture(scope="session")
