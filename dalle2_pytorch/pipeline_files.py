@@ -164,8 +164,12 @@ class SamplingDefaults:
 
 # ----------------------------------------------------------------------------- layouts
 def _describe(directory: Path) -> str:
-    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in directory.iterdir()) if directory.is_dir() else []
-    return f"it holds {entries[:12]}" if entries else ("it is empty" if directory.is_dir() else "it does not exist")
+    if directory.is_file():
+        return "it is a file; give the folder that holds it"
+    if not directory.is_dir():
+        return "it does not exist"
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in directory.iterdir())
+    return f"it holds {entries[:12]}" if entries else "it is empty"
 
 
 def find_layout(directory: Path) -> str:

@@ -252,6 +252,8 @@ def test_a_folder_that_is_no_pipeline_says_what_was_expected(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds a saved DiffusionPrior"):
         DALLE2.from_pretrained(tmp_path / "prior_only")
     pipeline.save_pretrained(tmp_path / "half")
+    with pytest.raises(FileNotFoundError, match="is a file; give the folder"):
+        DALLE2.from_pretrained(tmp_path / "half" / "pipeline.json")
     shutil.rmtree(tmp_path / "half" / "decoder")
     with pytest.raises(FileNotFoundError, match="decoder/config.json"):
         DALLE2.from_pretrained(tmp_path / "half")
