@@ -19,6 +19,7 @@ _EXPORTS = {
     "DiffusionPriorNetwork": "dalle2_pytorch.prior.network",
     "DiffusionPrior": "dalle2_pytorch.prior.diffusion_prior",
     "DALLE2": "dalle2_pytorch.dalle2",
+    "SamplingDefaults": "dalle2_pytorch.pipeline_files",
     "DecoderTrainer": "dalle2_pytorch.trainers.decoder_trainer",
     "DiffusionPriorTrainer": "dalle2_pytorch.trainers.prior_trainer",
     "VQGanVAE": "dalle2_pytorch.vae.vqgan_vae",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dalle2_pytorch.clip.adapters import OpenAIClipAdapter, OpenClipAdapter
     from dalle2_pytorch.clip.model import CLIP
     from dalle2_pytorch.dalle2 import DALLE2
+    from dalle2_pytorch.pipeline_files import SamplingDefaults
     from dalle2_pytorch.decoder.decoder import Decoder
     from dalle2_pytorch.decoder.unet import Unet
     from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior

@@ -48,7 +48,7 @@ def shape(namespace: dict, name: str) -> tuple:
 def check_readme(ns: dict) -> None:
     assert torch.isfinite(ns["loss"])
     assert shape(ns, "images") == (2, 3, 32, 32) and 0 <= ns["images"].min() <= ns["images"].max() <= 1
-    assert (Path("my-dalle2") / "config.json").is_file()
+    assert (Path("my-dalle2") / "pipeline.json").is_file()
 
 
 def check_index(ns: dict) -> None:
@@ -94,7 +94,8 @@ def check_training(ns: dict) -> None:
 
 def check_pipeline(ns: dict) -> None:
     assert shape(ns, "images") == (1, 3, 32, 32) and len(ns["pil_images"]) == 1
-    assert type(ns["dalle2"]).__name__ == "DALLE2" and (Path("my-dalle2") / "config.json").is_file()
+    assert type(ns["dalle2"]).__name__ == "DALLE2" and (Path("my-dalle2") / "pipeline.json").is_file()
+    assert ns["dalle2"].sampling_defaults.steps == 5 and ns["dalle2"].sampling_defaults.prior_sampler == "ddim"
 
 
 def check_data(ns: dict) -> None:
