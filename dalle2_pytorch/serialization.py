@@ -14,12 +14,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from dalle2_pytorch.atomic import atomic_write_bytes, atomic_write_with
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -28,33 +29,7 @@ _PACKAGE = "dalle2_pytorch"
 
 
 # ----------------------------------------------------------------------------- atomic files
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_directory(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# The atomic writes live in dalle2_pytorch.atomic (files and folders); re-exported here for existing importers.
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> None:
@@ -70,7 +45,6 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
                  metadata: dict[str, str] | None = None) -> None:
     """Atomically write a flat dict of tensors as safetensors (shared storage is cloned apart)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     seen: dict[tuple[int, int], str] = {}
     flat = {}
     for name, tensor in tensors.items():
@@ -80,18 +54,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
             tensor = tensor.clone().contiguous()
         seen[key] = name
         flat[name] = tensor
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(flat, tmp, metadata=metadata)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_directory(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_with(path, lambda tmp: save_file(flat, str(tmp), metadata=metadata))
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

@@ -63,7 +63,7 @@ def sample(args: argparse.Namespace) -> int:
     import torch
 
     from dalle2_pytorch.dalle2 import DALLE2
-    from dalle2_pytorch.train.image_grid import save_captioned_grid, save_image
+    from dalle2_pytorch.images import save_captioned_grid, save_image
 
     if args.num_images < 1:
         raise ValueError(f"--num-images {args.num_images}: expected at least 1")

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from dalle2_pytorch.train.image_grid import save_captioned_grid
+from dalle2_pytorch.images import save_captioned_grid
 
 
 def _plain(value: Any) -> Any:

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from dalle2_pytorch.trackers.base import Tracker, _plain
-from dalle2_pytorch.train.image_grid import captioned_grid
+from dalle2_pytorch.images import captioned_grid
 
 
 def _require(module: str, tracker: str, pip_name: str) -> Any:

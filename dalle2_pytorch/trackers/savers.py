@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+from dalle2_pytorch.atomic import atomic_folder
+
 
 class LocalSaver:
     """Copies a checkpoint folder to ``<directory>/<name>`` (replacing the previous copy of that name)."""
@@ -15,11 +17,8 @@ class LocalSaver:
 
     def save(self, checkpoint: str | os.PathLike, name: str) -> Path:
         target = self.directory / name
-        staging = self.directory / f".{name}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(checkpoint, staging)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        with atomic_folder(target) as staging:
+            shutil.copytree(checkpoint, staging, dirs_exist_ok=True)
         return target
 
 

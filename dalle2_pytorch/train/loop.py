@@ -18,9 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from dalle2_pytorch.trackers import ConsoleTracker, JsonlTracker, LocalSaver, Tracker, TrackerGroup
-from dalle2_pytorch.train.checkpointing import ema_weights, load_checkpoint, read_counters, save_checkpoint
 from dalle2_pytorch.train.data_sources import build_source
 from dalle2_pytorch.train.tasks import build_task
+from dalle2_pytorch.trainers.checkpoint import load_checkpoint, read_counters, save_checkpoint
 
 
 def build_trackers(config, directory: Path, is_main: bool) -> Tracker:
@@ -102,7 +102,7 @@ class TrainingRun:
         model = self.model
         model.eval()
         losses, metrics, metric_batches = [], {}, 0
-        with torch.random.fork_rng(devices=[]), ema_weights(self.trainer):
+        with torch.random.fork_rng(devices=[]), self.trainer.ema_weights():
             torch.manual_seed(1234)
             for i, batch in enumerate(self.source.val_batches(evaluation.validation_batches)):
                 batch = _to_device(batch, self.accelerator.device)
@@ -123,7 +123,7 @@ class TrainingRun:
             return
         self.model.eval()
         # sampling must not shift the training run's random stream
-        with torch.random.fork_rng(devices=[]), ema_weights(self.trainer):
+        with torch.random.fork_rng(devices=[]), self.trainer.ema_weights():
             made = self.task.samples(self.model, _to_device(batch, self.accelerator.device),
                                      torch.Generator().manual_seed(0))
         self.model.train()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from dalle2_pytorch.clip.tokenizer import tokenize
 from dalle2_pytorch.eval.prior_metrics import prior_cosine_metrics
-from dalle2_pytorch.train.model_trainer import ModelTrainer
+from dalle2_pytorch.trainers.model_trainer import ModelTrainer
 from dalle2_pytorch.trainers import DecoderTrainer, DiffusionPriorTrainer
 
 

@@ -1,7 +1,10 @@
-"""Trainers: optimisers, EMA, gradient accumulation, mixed precision and checkpoints for the prior and decoder."""
+"""Trainers: optimisers, EMA, gradient accumulation, mixed precision and checkpoints for the prior, decoder, VAE
+and any other model (``ModelTrainer``)."""
 
 from dalle2_pytorch.trainers.checkpoint import rebuild_model
 from dalle2_pytorch.trainers.decoder_trainer import DecoderTrainer
+from dalle2_pytorch.trainers.model_trainer import ModelTrainer
 from dalle2_pytorch.trainers.prior_trainer import DiffusionPriorTrainer
+from dalle2_pytorch.trainers.vae_trainer import VQGanVAETrainer
 
-__all__ = ["DecoderTrainer", "DiffusionPriorTrainer", "rebuild_model"]
+__all__ = ["DecoderTrainer", "DiffusionPriorTrainer", "ModelTrainer", "VQGanVAETrainer", "rebuild_model"]

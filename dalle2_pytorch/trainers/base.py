@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
@@ -63,6 +63,16 @@ class TrainedPart:
                 "consecutive_bad_steps": self.consecutive_bad_steps, "overflow_steps": self.overflow_steps}
 
 
+@torch.no_grad()
+def copy_non_float_buffers(source: nn.Module, target: nn.Module) -> None:
+    """ema-pytorch averages only float tensors: integer/bool buffers (a VAE's step counter, a codebook's flags) must
+    follow the online module as they are, or the EMA copy would act as if untrained."""
+    target_buffers = dict(target.named_buffers())
+    for name, buffer in source.named_buffers():
+        if not (buffer.is_floating_point() or buffer.is_complex()) and name in target_buffers:
+            target_buffers[name].copy_(buffer)
+
+
 def resolve_precision(mixed_precision: str | None, accelerator: Accelerator) -> str:
     value = accelerator.mixed_precision if mixed_precision is None else mixed_precision
     if value not in PRECISIONS:
@@ -74,22 +84,28 @@ class TrainerBase:
     """Shared core of :class:`DiffusionPriorTrainer` and :class:`DecoderTrainer` (not used directly)."""
 
     def __init__(self, model: nn.Module, *, accelerator: Accelerator | None, mixed_precision: str | None,
-                 max_consecutive_bad_steps: int) -> None:
+                 max_consecutive_bad_steps: int, device: str | torch.device | None = None) -> None:
         check_positive("max_consecutive_bad_steps", max_consecutive_bad_steps, integer=True)
         if accelerator is not None and not isinstance(accelerator, Accelerator):
             raise TypeError(f"accelerator must be an accelerate.Accelerator, got {type(accelerator).__name__}")
         # The trainer applies precision itself, so an Accelerator made here never fixes the process-wide
         # precision (accelerate keeps one per process): two trainers may use different ones.
         self.accelerator = accelerator if accelerator is not None else Accelerator()
+        # ``device`` overrides the accelerator's (e.g. a VAE kept on the CPU of a GPU machine); single process only,
+        # since the gradients of several processes are averaged on the accelerator's device.
+        if device is not None and self.accelerator.num_processes > 1:
+            raise ValueError(f"device={device!r} cannot be combined with {self.accelerator.num_processes} processes: "
+                             "under `accelerate launch` each process trains on its accelerator's device")
+        self._device = torch.device(device) if device is not None else self.accelerator.device
         self.mixed_precision = resolve_precision(mixed_precision, self.accelerator)
         self.max_consecutive_bad_steps = max_consecutive_bad_steps
-        self.model = model.to(self.accelerator.device)
+        self.model = model.to(self._device)
         self.parts: dict[str, TrainedPart] = {}
 
     # ------------------------------------------------------------------ set-up
     @property
     def device(self) -> torch.device:
-        return self.accelerator.device
+        return self._device
 
     @property
     def is_main_process(self) -> bool:
@@ -122,6 +138,10 @@ class TrainerBase:
         """Loss of the whole batch (a float); gradients accumulate into the part's parameters."""
         args = tuple(self._to_device(a) for a in args)
         kwargs = {k: self._to_device(v) for k, v in kwargs.items()}
+        if not part.pending_backward:
+            # a fresh accumulation: drop gradients another part's loss left here (a GAN's generator loss reaches
+            # the discriminator's parameters)
+            part.optimizer.zero_grad(set_to_none=True)
         if not self.model.training:
             self.model.train()
         total: torch.Tensor | None = None
@@ -175,6 +195,7 @@ class TrainerBase:
                 part.optimizer.step()
             if part.ema is not None:
                 part.ema.update()
+                copy_non_float_buffers(part.module, part.ema.ema_model)
             part.step += 1
             part.consecutive_bad_steps = 0
         elif part.scaler is not None and not part.pending_nonfinite:
@@ -197,6 +218,26 @@ class TrainerBase:
                 "Lower the learning rate, set max_grad_norm, or resume from the last checkpoint")
         warnings.warn(f"{part.name}: non-finite {what}; skipped this optimiser step "
                       f"({part.skipped_steps} skipped so far)", RuntimeWarning, stacklevel=3)
+
+    @contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """Every part's EMA weights in place of its online ones (for evaluation, samples and ``ema_model/``).
+
+        The online weights are put back on exit, also when the block raises."""
+        online = {}
+        for name, part in self.parts.items():
+            if part.ema is not None:
+                online[name] = {k: v.clone() for k, v in part.module.state_dict().items()}
+                part.module.load_state_dict(part.ema.ema_model.state_dict())
+        try:
+            yield
+        finally:
+            for name, state in online.items():
+                self.parts[name].module.load_state_dict(state)
+
+    @property
+    def has_ema(self) -> bool:
+        return any(part.ema is not None for part in self.parts.values())
 
     # ------------------------------------------------------------------ checkpoints
     def _model_meta(self) -> dict[str, Any] | None:

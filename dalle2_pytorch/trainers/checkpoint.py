@@ -1,4 +1,4 @@
-"""Training checkpoints: one safetensors file holding tensors plus a JSON header, written atomically.
+"""Training checkpoints: one safetensors file holding tensors plus a JSON header, and the checkpoint folder around it.
 
 A checkpoint holds everything needed to continue training exactly: the model's state dict
 (``model.*``), each EMA (``ema.<part>.*``), each optimiser's tensors (``optim.<part>.*``), the RNG
@@ -7,6 +7,16 @@ hyper-parameters, grad-scaler state, RNG states of ``random``/``numpy`` and the 
 (enough to rebuild it with :func:`rebuild_model`).  The file is written to a temporary name,
 fsynced and renamed (:func:`dalle2_pytorch.serialization.save_tensors`), so a process killed while
 saving leaves the previous checkpoint intact.  Nothing is ever unpickled when loading.
+
+A checkpoint *folder* (what the training runs and :class:`~dalle2_pytorch.trainers.VQGanVAETrainer` write) holds::
+
+    model/                 save_pretrained of the model (from_pretrained, `dalle2 sample`)
+    ema_model/             the same with the EMA weights, when the trainer keeps EMAs
+    training_state.json    {"counters": {...}}: the loop's step/epoch/data-position counters
+    trainer.safetensors    the trainer's checkpoint file above (absent in weights-only folders such as `best`)
+
+It is written into a staging folder and swapped in (:mod:`dalle2_pytorch.atomic`), so a run killed while saving keeps
+the previous folder; the readers here first undo a swap that was killed half-way.
 """
 
 from __future__ import annotations
@@ -21,11 +31,14 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from dalle2_pytorch.serialization import (flatten_optimizer_state, resolve_class, save_tensors,  # noqa: F401
-                                          unflatten_optimizer_state)
+from dalle2_pytorch.atomic import begin_folder, commit_folder, recover_interrupted_swap
+from dalle2_pytorch.serialization import (flatten_optimizer_state, load_json, resolve_class, save_json,  # noqa: F401
+                                          save_tensors, unflatten_optimizer_state)
 
 CHECKPOINT_FORMAT_VERSION = 1
 METADATA_KEY = "dalle2_pytorch_training_state"
+TRAINER_FILE = "trainer.safetensors"
+STATE_JSON = "training_state.json"
 
 
 def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -128,3 +141,45 @@ def rebuild_model(path: str | os.PathLike, use_ema: bool = False):
             target.load_state_dict(unprefixed(ema_state, "ema_model"), strict=True)
     return model
 
+
+
+# ----------------------------------------------------------------------------- checkpoint folders
+def save_checkpoint(directory: str | os.PathLike, trainer, counters: dict[str, Any],
+                    with_training_state: bool = True) -> Path:
+    """Write a checkpoint folder at ``directory`` (replacing any previous one atomically); returns its path.
+
+    ``trainer`` is a :class:`~dalle2_pytorch.trainers.base.TrainerBase` whose model has ``save_pretrained``.  Every
+    process of a distributed run calls it (the trainer's save waits for all); only the main process writes."""
+    directory = Path(directory)
+    main = trainer.is_main_process
+    staging = begin_folder(directory) if main else directory.parent / f".{directory.name}.partial"
+    if main:
+        trainer.model.save_pretrained(staging / "model")
+        if trainer.has_ema:
+            with trainer.ema_weights():
+                trainer.model.save_pretrained(staging / "ema_model")
+        save_json({"counters": counters}, staging / STATE_JSON)
+    if with_training_state:
+        trainer.save(staging / TRAINER_FILE)
+    if main:
+        commit_folder(staging, directory)
+    return directory
+
+
+def read_counters(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The counters of the checkpoint folder at ``directory``, or None when there is none."""
+    recover_interrupted_swap(directory)
+    path = Path(directory) / STATE_JSON
+    return load_json(path)["counters"] if path.is_file() else None
+
+
+def load_checkpoint(directory: str | os.PathLike, trainer) -> dict[str, Any]:
+    """Restore weights, optimisers, EMAs and RNG states of ``trainer`` from a checkpoint folder; returns the counters."""
+    directory = Path(directory)
+    recover_interrupted_swap(directory)
+    if not (directory / STATE_JSON).is_file():
+        raise FileNotFoundError(f"{directory} is not a checkpoint folder (no {STATE_JSON})")
+    if not (directory / TRAINER_FILE).is_file():
+        raise ValueError(f"{directory} holds weights only (a 'best' checkpoint); resume from 'latest'")
+    trainer.load(directory / TRAINER_FILE)
+    return load_json(directory / STATE_JSON)["counters"]
