@@ -187,7 +187,6 @@ class VaeTask(Task):
     def train_step(self, trainer, batch, step):
         metrics = super().train_step(trainer, batch, step)
         if "discr" in trainer.parts:
-            trainer.parts["discr"].optimizer.zero_grad(set_to_none=True)  # drop what the generator loss left there
             metrics["discr_loss"] = trainer(lambda: trainer.model(batch["images"] * 2 - 1, return_discr_loss=True),
                                             "discr")
             trainer.update("discr")

@@ -3,11 +3,15 @@
     python -m tests.trainers.checkpoint_worker full <dir>     N steps, save, M more; writes full.safetensors
     python -m tests.trainers.checkpoint_worker resume <dir>   fresh process: load, M steps; writes resumed.safetensors
     python -m tests.trainers.checkpoint_worker kill <dir>     save once, then block inside the next save
+    python -m tests.trainers.checkpoint_worker kill_folder_write <dir>   the same with checkpoint folders, blocking
+                                                                         while the new folder is being written
+    python -m tests.trainers.checkpoint_worker kill_folder_swap <dir>    ... blocking between the swap's two renames
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 import time
 from pathlib import Path
@@ -15,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from dalle2_pytorch.trainers.checkpoint import save_checkpoint
 from dalle2_pytorch.trainers.decoder_trainer import DecoderTrainer
 from dalle2_pytorch.trainers.prior_trainer import DiffusionPriorTrainer
 from tests.trainers.helpers import EMBED_DIM, batch, tiny_decoder, tiny_prior
@@ -83,8 +88,36 @@ def main(mode: str, folder: Path) -> None:
 
         os.fsync = blocking_fsync
         decoder.save(folder / "decoder.safetensors")
+    elif mode in ("kill_folder_write", "kill_folder_swap"):
+        train_step(decoder, prior, 0)
+        save_checkpoint(folder / "latest", decoder, {"step": 1})
+        print("SAVED", flush=True)
+        train_step(decoder, prior, 1)
+        block_in_save(mode)
+        save_checkpoint(folder / "latest", decoder, {"step": 2})
     else:
         raise SystemExit(f"unknown mode {mode!r}")
+
+
+def block_in_save(mode: str) -> None:
+    """Make the next folder save hang (to be killed) while writing its files, or between its two renames."""
+    if mode == "kill_folder_write":
+        def blocking_fsync(fd: int) -> None:
+            print("IN_SAVE", flush=True)
+            time.sleep(120)
+
+        os.fsync = blocking_fsync
+        return
+    rename = pathlib.Path.rename
+
+    def rename_then_block(self: Path, target):  # the old folder has been moved aside; the new one is not in place
+        result = rename(self, target)
+        if str(target).endswith(".old"):
+            print("IN_SAVE", flush=True)
+            time.sleep(120)
+        return result
+
+    pathlib.Path.rename = rename_then_block
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from dalle2_pytorch.trainers.checkpoint import rebuild_model
+from dalle2_pytorch.trainers.checkpoint import load_checkpoint, read_counters, rebuild_model, save_checkpoint
 from dalle2_pytorch.trainers.decoder_trainer import DecoderTrainer
 from tests.trainers.checkpoint_worker import make_trainers
 from tests.trainers.helpers import batch, tiny_decoder
@@ -56,6 +56,32 @@ def test_kill_during_save_leaves_the_previous_checkpoint(tmp_path):
     decoder, _ = make_trainers()
     decoder.load(tmp_path / "decoder.safetensors")
     assert decoder.num_steps_taken(1) == 1 and decoder.num_steps_taken(2) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, leftover", [("kill_folder_write", ".latest.partial"), ("kill_folder_swap", ".latest.old")])
+def test_kill_during_a_folder_save_leaves_the_previous_checkpoint_folder(tmp_path, mode, leftover):
+    """Killed while writing the new folder, or between moving the old one aside and renaming the new one in: the
+    readers find the previous checkpoint (the second case by renaming ``.latest.old`` back)."""
+    process = run_worker(mode, tmp_path)
+    try:
+        for expected in ("SAVED", "IN_SAVE"):
+            line = process.stdout.readline().strip()
+            assert line == expected, (line, process.stderr.read() if process.poll() is not None else "")
+        assert (tmp_path / leftover).is_dir()
+        assert (tmp_path / "latest").exists() == (mode == "kill_folder_write")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    assert read_counters(tmp_path / "latest") == {"step": 1}
+    decoder, _ = make_trainers()
+    assert load_checkpoint(tmp_path / "latest", decoder) == {"step": 1}
+    assert decoder.num_steps_taken(1) == 1 and decoder.num_steps_taken(2) == 1
+    assert not (tmp_path / ".latest.old").exists()
+    # the next save starts afresh over whatever the killed one left
+    save_checkpoint(tmp_path / "latest", decoder, {"step": 3})
+    assert read_counters(tmp_path / "latest") == {"step": 3}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".latest")) == []
 
 
 def test_round_trip_restores_everything(tmp_path):

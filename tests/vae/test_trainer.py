@@ -90,3 +90,79 @@ def test_trainer_bad_arguments(tmp_path):
     empty = VQGanVAETrainer(vae, data=[], num_train_steps=1, results_folder=tmp_path)
     with pytest.raises(ValueError, match="no batches"):
         empty.train_step()
+
+
+def _trainer_state(trainer: VQGanVAETrainer) -> dict[str, torch.Tensor]:
+    state, _ = trainer.trainer.training_state()
+    return {key: value for key, value in state.items() if not key.startswith("rng.")}
+
+
+def test_resume_is_bitwise_exact(tmp_path):
+    """Train 5 steps with a checkpoint at step 2; a fresh trainer resumed from it ends bit for bit the same."""
+    images = coloured_shapes(20, 16, torch.Generator().manual_seed(1))
+    # 5 batches a pass, so passes end mid-step; each pass's iter() draws from the global RNG, like training does
+    loader = DataLoader(TensorDataset(images), batch_size=4, shuffle=False)
+    settings = dict(data=loader, num_train_steps=5, lr=1e-3, grad_accum_every=2, apply_grad_penalty_every=2,
+                    ema_update_after_step=1, ema_update_every=2, save_results_every=1000, save_model_every=2)
+    torch.manual_seed(0)
+    straight = VQGanVAETrainer(tiny_vae(), results_folder=tmp_path / "straight", **settings)
+    logs = []
+    straight.train(log_fn=logs.append)
+    rng_after = torch.get_rng_state()
+    checkpoint = tmp_path / "straight" / "checkpoints" / "step-00000002"
+    assert (checkpoint / "model" / "config.json").is_file() and (checkpoint / "trainer.safetensors").is_file()
+
+    torch.manual_seed(123)  # other initial weights and RNG: everything must come from the checkpoint
+    resumed = VQGanVAETrainer(tiny_vae(), results_folder=tmp_path / "resumed", **settings)
+    resumed.load(checkpoint)
+    assert resumed.step == 2 and resumed.counters["batch_in_epoch"] == 3 and resumed.counters["epoch"] == 1
+    resumed_logs = []
+    resumed.train(log_fn=resumed_logs.append)
+    assert resumed_logs == logs[2:]
+    assert resumed.counters == straight.counters
+    assert torch.equal(torch.get_rng_state(), rng_after)
+    expected, actual = _trainer_state(straight), _trainer_state(resumed)
+    assert expected.keys() == actual.keys()
+    different = [key for key in expected if not torch.equal(expected[key], actual[key])]
+    assert not different, different[:10]
+
+
+def test_checkpoint_folders_are_the_trainers_format(tmp_path):
+    """The folder is the one of the config-driven runs: model/, ema_model/, training_state.json, trainer.safetensors;
+    a load restores the EMA (with the VAE's integer step counter) and skips the batches already drawn."""
+    from dalle2_pytorch.trainers.checkpoint import read_checkpoint_meta, read_counters
+
+    torch.manual_seed(0)
+    trainer = VQGanVAETrainer(tiny_vae(use_vgg_and_gan=False), data=shape_loader(n=12), num_train_steps=2,
+                              ema_update_after_step=0, ema_update_every=1, results_folder=tmp_path)
+    trainer.train()
+    folder = tmp_path / "checkpoints" / "step-00000002"
+    assert sorted(p.name for p in folder.iterdir()) == ["ema_model", "model", "trainer.safetensors",
+                                                        "training_state.json"]
+    assert read_counters(folder) == {"step": 2, "epoch": 0, "batch_in_epoch": 2, "samples_seen": 8}
+    assert set(read_checkpoint_meta(folder / "trainer.safetensors")["parts"]) == {"model"}
+    ema = VQGanVAE.from_pretrained(folder / "ema_model")
+    assert int(ema.training_steps_seen) == int(trainer.vae.training_steps_seen) == 2
+    for name, value in trainer.ema_vae.state_dict().items():
+        assert torch.equal(value, ema.state_dict()[name]), name
+    short = VQGanVAETrainer(tiny_vae(use_vgg_and_gan=False), data=shape_loader(n=4), num_train_steps=3,
+                            results_folder=tmp_path / "short")
+    with pytest.raises(ValueError, match="resume with the same data"):
+        short.load(folder)
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        short.load(tmp_path / "samples")
+
+
+def test_discriminator_learning_rate_and_clipping_reach_the_core(tmp_path):
+    vae = tiny_vae()
+    trainer = VQGanVAETrainer(vae, data=shape_loader(), num_train_steps=1, lr=1e-3, discr_lr=5e-4,
+                              max_grad_norm=0.5, results_folder=tmp_path)
+    parts = trainer.trainer.parts
+    assert set(trainer.optimizers) == {"gen", "discr"}
+    assert parts["model"].base_lr == 1e-3 and parts["discr"].base_lr == 5e-4
+    assert parts["model"].max_grad_norm == parts["discr"].max_grad_norm == 0.5
+    discr_ids = {id(p) for p in vae.discr.parameters()}
+    assert not any(id(p) in discr_ids for p in parts["model"].params)
+    assert {id(p) for p in parts["discr"].params} == discr_ids
+    trainer.train_step()
+    assert parts["model"].step == parts["discr"].step == 1
