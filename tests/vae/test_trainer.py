@@ -166,3 +166,31 @@ def test_discriminator_learning_rate_and_clipping_reach_the_core(tmp_path):
     assert {id(p) for p in parts["discr"].params} == discr_ids
     trainer.train_step()
     assert parts["model"].step == parts["discr"].step == 1
+
+
+def test_a_config_driven_run_and_the_vae_trainer_share_one_checkpoint_format(tmp_path):
+    """`dalle2 train` (TrainingRun, kind vae) writes a folder that VQGanVAETrainer.load resumes, and vice versa."""
+    from dalle2_pytorch.train import TrainingRun, config_from_dict
+    from dalle2_pytorch.trainers.checkpoint import load_checkpoint
+
+    model = dict(dim=8, image_size=16, layers=1, vq_codebook_dim=4, vq_codebook_size=16, use_vgg_and_gan=False,
+                 attn_heads=1, attn_dim_head=8)
+    config = config_from_dict({
+        "kind": "vae", "model": model,
+        "data": {"source": "toy", "num_samples": 20, "image_size": 16, "val_fraction": 0.2, "batch_size": 8},
+        "trainer": {"epochs": 1, "lr": 1e-3, "ema_beta": 0.9},
+        "evaluation": {"validate_every": 0, "sample_every": 0},
+        "tracker": {"console": False, "jsonl": False},
+        "checkpointing": {"directory": str(tmp_path / "run"), "save_every": 100},
+    })
+    run = TrainingRun(config, show_progress=False)
+    run.run()
+    trainer = VQGanVAETrainer(VQGanVAE(**model), data=shape_loader(), num_train_steps=5, results_folder=tmp_path)
+    trainer.load(tmp_path / "run" / "latest")
+    assert trainer.step == run.counters["step"] == 2
+    for name, value in run.model.state_dict().items():
+        assert torch.equal(value, trainer.vae.state_dict()[name]), name
+    trainer.train_step()
+    trainer.save(tmp_path / "back")
+    assert load_checkpoint(tmp_path / "back", run.trainer)["step"] == 3
+    assert run.trainer.parts["model"].step == 3
