@@ -81,7 +81,8 @@ def resolve_precision(mixed_precision: str | None, accelerator: Accelerator) -> 
 
 
 class TrainerBase:
-    """Shared core of :class:`DiffusionPriorTrainer` and :class:`DecoderTrainer` (not used directly)."""
+    """Shared core of every trainer: :class:`DiffusionPriorTrainer`, :class:`DecoderTrainer` and :class:`ModelTrainer`
+    (CLIP, and the VAE under :class:`VQGanVAETrainer`); not used directly."""
 
     def __init__(self, model: nn.Module, *, accelerator: Accelerator | None, mixed_precision: str | None,
                  max_consecutive_bad_steps: int, device: str | torch.device | None = None) -> None:
