@@ -21,6 +21,7 @@ from torch import nn
 
 from dalle2_pytorch.diffusion.noise import RowGenerators
 from dalle2_pytorch.decoder.decoder import Decoder
+from dalle2_pytorch.images import to_pil_images
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.pipeline_files import (COMPONENTS, PIPELINE_FILE, SamplingDefaults, find_layout,
                                            pipeline_file_contents, read_legacy_sampling, read_pipeline_file)
@@ -35,14 +36,6 @@ def tokenize_for(clip: Any, texts: Sequence[str], device: torch.device) -> torch
 
     length = int(getattr(clip, "max_text_len", 77)) if clip is not None else 77
     return tokenize(list(texts), context_length=length, truncate=True).to(device)
-
-
-def to_pil_images(images: torch.Tensor) -> list:
-    """(b, c, h, w) tensors in [0, 1] as a list of ``PIL.Image``."""
-    from PIL import Image
-
-    array = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
 
 
 class DALLE2(PretrainedMixin, nn.Module):

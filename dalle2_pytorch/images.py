@@ -13,16 +13,52 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from dalle2_pytorch.atomic import atomic_write_bytes
 
-__all__ = ["captioned_grid", "make_grid", "save_captioned_grid", "save_image", "to_pil", "to_pil_images",
-           "to_uint8", "write_png"]
+__all__ = ["captioned_grid", "make_grid", "resize_image_to", "save_captioned_grid", "save_image", "to_pil",
+           "to_pil_images", "to_uint8", "write_png"]
+
+RESIZE_MODES = ("nearest", "bilinear")
 
 
 def _shape(value: object) -> object:
     return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def resize_image_to(image: torch.Tensor, size: int | Sequence[int], *, mode: str = "nearest",
+                    clamp_range: tuple[float, float] | None = None) -> torch.Tensor:
+    """Resize ``(b, c, h, w)`` or ``(c, h, w)`` images to ``size`` (an int for square, or ``(h, w)``).
+
+    ``mode='nearest'`` (default) is what the decoder cascade uses between resolutions, as in the reference;
+    ``'bilinear'`` is antialiased when shrinking, for preparing data.  Same size in: the input comes back
+    unchanged.  ``clamp_range`` clamps the result."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"mode={mode!r}: choose one of {list(RESIZE_MODES)}")
+    if isinstance(size, int) and not isinstance(size, bool):
+        target = (size, size)
+    elif isinstance(size, Sequence) and len(size) == 2 and all(isinstance(s, int) for s in size):
+        target = (int(size[0]), int(size[1]))
+    else:
+        raise ValueError(f"size={size!r} must be an int or a pair of ints (height, width)")
+    if min(target) < 1:
+        raise ValueError(f"size={size!r} must be positive")
+    if image.ndim not in (3, 4):
+        raise ValueError(f"image must have shape (b, c, h, w) or (c, h, w), got {tuple(image.shape)}")
+    if tuple(image.shape[-2:]) == target:
+        return image
+    batched = image if image.ndim == 4 else image.unsqueeze(0)
+    if mode == "nearest":
+        out = F.interpolate(batched, size=target, mode="nearest")
+    else:
+        shrinking = target[0] < batched.shape[-2] or target[1] < batched.shape[-1]
+        out = F.interpolate(batched if batched.is_floating_point() else batched.float(), size=target,
+                            mode="bilinear", align_corners=False, antialias=shrinking)
+    if clamp_range is not None:
+        out = out.clamp(*clamp_range)
+    return out if image.ndim == 4 else out.squeeze(0)
 
 
 def to_uint8(images: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:

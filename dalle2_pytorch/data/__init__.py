@@ -1,8 +1,10 @@
 """Data: the built-in toy shapes set and its judge, image preprocessing, image folders, webdataset shards with
 CLIP embeddings (decoder training) and clip-retrieval embedding folders (prior training)."""
 
+from dalle2_pytorch.images import resize_image_to
+
 from .image_folder import ImageFolderDataset, list_image_files
-from .preprocess import ImagePreprocessor, load_image, resize_image_to
+from .preprocess import ImagePreprocessor, load_image
 from .prior_embeddings import ClipRetrievalEmbeddings, PriorEmbeddingLoader, make_splits, rank_range
 from .shards import ReadStats, expand_urls
 from .toy import ShapeSpec, ToyShapesDataset, caption_for, caption_templates, parse_caption, render_shape, vocabulary

@@ -10,11 +10,10 @@ from __future__ import annotations
 import io
 import math
 import os
-from typing import BinaryIO, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 CROP_MODES = ("center", "random", "random_resized")
@@ -146,28 +145,3 @@ class ImagePreprocessor:
     def __repr__(self) -> str:
         return (f"ImagePreprocessor(image_size={self.image_size}, crop={self.crop!r}, "
                 f"random_flip={self.random_flip}, crop_scale={self.crop_scale})")
-
-
-def resize_image_to(image: torch.Tensor, size: int | Sequence[int], *,
-                    clamp_range: tuple[float, float] | None = None) -> torch.Tensor:
-    """Resize a (B, C, H, W) or (C, H, W) tensor to ``size`` (int for square, or (h, w)): bilinear, antialiased when
-    shrinking; returns the input unchanged when it already has that size.  ``clamp_range`` clamps the result."""
-    if isinstance(size, int):
-        target = (size, size)
-    elif isinstance(size, Sequence) and len(size) == 2 and all(isinstance(s, int) for s in size):
-        target = (int(size[0]), int(size[1]))
-    else:
-        raise ValueError(f"size={size!r} must be an int or a pair of ints (height, width)")
-    if min(target) < 1:
-        raise ValueError(f"size={size!r} must be positive")
-    if image.ndim not in (3, 4):
-        raise ValueError(f"image must have shape (B, C, H, W) or (C, H, W), got {tuple(image.shape)}")
-    if tuple(image.shape[-2:]) == target:
-        return image
-    batched = image if image.ndim == 4 else image.unsqueeze(0)
-    shrinking = target[0] < batched.shape[-2] or target[1] < batched.shape[-1]
-    out = F.interpolate(batched.float() if not batched.is_floating_point() else batched, size=target,
-                        mode="bilinear", align_corners=False, antialias=shrinking)
-    if clamp_range is not None:
-        out = out.clamp(*clamp_range)
-    return out if image.ndim == 4 else out.squeeze(0)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dalle2_pytorch.diffusion import NoiseSchedule, randn
+from dalle2_pytorch.images import resize_image_to
 
 FloatOrRange = Union[float, Sequence[float]]
 IntOrRange = Union[int, Sequence[int]]
@@ -32,15 +33,6 @@ NOISE_AUGMENTATION_TIMESTEPS = 1000
 def _device_of(generator: Optional[torch.Generator], default: torch.device | str = "cpu") -> torch.device:
     """Random draws happen on the generator's device (so a CUDA generator works), else on ``default``."""
     return generator.device if generator is not None else torch.device(default)
-
-
-def resize_image_to(image: torch.Tensor, size: int, *, nearest: bool = True) -> torch.Tensor:
-    """Resize a square batch ``(b, c, h, w)`` to ``size``×``size`` (nearest by default, like the cascade)."""
-    if image.shape[-1] == size and image.shape[-2] == size:
-        return image
-    if nearest:
-        return F.interpolate(image, size=(size, size), mode="nearest")
-    return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 def gaussian_kernel1d(kernel_size: int, sigma: float, *, device=None, dtype=None) -> torch.Tensor:

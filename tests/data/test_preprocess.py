@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from dalle2_pytorch.data import resize_image_to
 from dalle2_pytorch.data.preprocess import (ImagePreprocessor, center_crop, load_image, random_resized_crop,
-                                            resize_image_to, resize_shorter_side, to_tensor)
+                                            resize_shorter_side, to_tensor)
 
 
 def _gradient(width=60, height=40):
@@ -79,11 +80,15 @@ def test_bad_preprocessor_arguments():
 def test_resize_image_to_antialiases_and_keeps_same_size():
     checker = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2
     image = checker.float().expand(2, 3, 64, 64)
-    small = resize_image_to(image, 8)
+    small = resize_image_to(image, 8, mode="bilinear")
     assert small.shape == (2, 3, 8, 8)
     assert torch.allclose(small, torch.full_like(small, 0.5), atol=0.02)  # aliasing would give 0s and 1s
     assert resize_image_to(image, 64) is image
     assert resize_image_to(image[0], (16, 32)).shape == (3, 16, 32)
-    assert resize_image_to(small * 3, 16, clamp_range=(0, 1)).max() <= 1
+    assert resize_image_to(small * 3, 16, mode="bilinear", clamp_range=(0, 1)).max() <= 1
+    nearest = resize_image_to(image, 8)                        # the default: nearest, as the cascade resizes
+    assert set(nearest.unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="mode='bicubic'"):
+        resize_image_to(image, 8, mode="bicubic")
     with pytest.raises(ValueError, match="size"):
         resize_image_to(image, (8,))
