@@ -67,9 +67,10 @@ def distribution_table(steps_list: list[int], n_samples: int) -> list[str]:
     rows = ["| sampler | steps | NFE | |mean err| | |std err| | mass on right mode (0.5) |", "|---|---|---|---|---|---|"]
     for sampler in ["ddpm", "ddim", "dpmpp_2m", "euler", "heun"]:
         for n in steps_list:
-            den = ModelDenoiser(mixture_model(means, std, schedule), schedule, "x0")
+            model, calls = mixture_model(means, std, schedule), []
+            den = ModelDenoiser(lambda x, t: calls.append(1) or model(x, t), schedule, "x0")
             x = sample_loop(den, (n_samples, 1), sampler=sampler, steps=n, generator=torch.Generator().manual_seed(0))
-            rows.append(f"| {sampler} | {n} | {den.num_calls} | {abs(x.mean().item() - true_mean):.3f} | "
+            rows.append(f"| {sampler} | {n} | {len(calls)} | {abs(x.mean().item() - true_mean):.3f} | "
                         f"{abs(x.std().item() - true_std):.3f} | {(x > 0).float().mean().item():.3f} |")
     return rows
 

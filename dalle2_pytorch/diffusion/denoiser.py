@@ -4,11 +4,16 @@ The samplers work in variance-exploding (VE) coordinates, x = x0 + σ ε, as in 
 EDM: one sampler implementation then serves every schedule and objective.  A network trained
 with a DDPM schedule sees x_vp = x / sqrt(1 + σ²) and the integer step t whose σ_t is nearest to
 σ (exact when σ comes from the schedule, which :func:`sampling_sigmas` ensures).
+
+The denoiser is stateless: :meth:`ModelDenoiser.denoise` returns everything a sampler needs (the
+x0 estimate and, for a learned-variance network, its variance fraction) and takes the previous x0
+estimate for self-conditioning as an argument, so the sampler loop owns that state and one
+denoiser can serve several loops at once.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
@@ -18,6 +23,14 @@ from dalle2_pytorch.diffusion.schedules import NoiseSchedule
 
 ModelOutput = Union[Tensor, tuple[Tensor, Tensor]]
 ModelFn = Callable[..., ModelOutput]
+
+
+class Denoised(NamedTuple):
+    """One denoiser evaluation: the x0 estimate and, for a learned-variance network, ``variance_frac``
+    in [0, 1] (the interpolation weight between the posterior variance β̃ (0) and β (1)), else None."""
+
+    x0: Tensor
+    variance_frac: Optional[Tensor] = None
 
 
 class ModelDenoiser:
@@ -30,7 +43,7 @@ class ModelDenoiser:
         schedule: the training schedule of the network.
         objective: ``'eps'``, ``'x0'`` or ``'v'``.
         x0_transform: applied to every x0 prediction (static clamp, dynamic threshold, l2-norm ...).
-        self_condition: pass the previous x0 prediction as ``self_cond=`` (None at the first step).
+        self_condition: pass the previous x0 prediction, given by the sampler loop, as ``self_cond=``.
     """
 
     def __init__(self, model_fn: ModelFn, schedule: NoiseSchedule, objective: str = "eps", *,
@@ -40,9 +53,6 @@ class ModelDenoiser:
         self.objective = check_objective(objective)
         self.x0_transform = x0_transform
         self.self_condition = self_condition
-        self.last_x0: Optional[Tensor] = None
-        self.last_variance_frac: Optional[Tensor] = None
-        self.num_calls = 0
 
     # ------------------------------------------------------------------ σ <-> t
     def sigma_to_t(self, sigma: Tensor) -> Tensor:
@@ -61,23 +71,24 @@ class ModelDenoiser:
         return self.objective != "eps"
 
     # ------------------------------------------------------------------ evaluation
-    def denoise_vp(self, x_vp: Tensor, t: Tensor) -> Tensor:
-        """x0 prediction from x_t in VP scaling at integer steps ``t`` (shape (b,))."""
-        extra = {"self_cond": self.last_x0} if self.self_condition else {}
+    def denoise_vp(self, x_vp: Tensor, t: Tensor, *, self_cond: Optional[Tensor] = None) -> Denoised:
+        """x0 estimate from x_t in VP scaling at integer steps ``t`` (shape (b,)).
+
+        ``self_cond`` is the previous x0 estimate (None at the first step); it reaches the network
+        only when the denoiser was built with ``self_condition=True``.
+        """
+        extra = {"self_cond": self_cond} if self.self_condition else {}
         out = self.model_fn(x_vp, t, **extra)
-        self.num_calls += 1
+        frac = None
         if isinstance(out, tuple):
             out, frac = out
-            self.last_variance_frac = frac
         x0 = model_output_to_x0(self.schedule, self.objective, out.float(), x_vp.float(), t)
         if self.x0_transform is not None:
             x0 = self.x0_transform(x0)
-        if self.self_condition:
-            self.last_x0 = x0.detach()
-        return x0
+        return Denoised(x0, frac)
 
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """x0 prediction from x = x0 + σ ε (``sigma`` a scalar tensor or shape (b,))."""
+    def denoise(self, x: Tensor, sigma: Tensor, *, self_cond: Optional[Tensor] = None) -> Denoised:
+        """x0 estimate (and variance fraction) from x = x0 + σ ε (``sigma`` a scalar tensor or shape (b,))."""
         sigma = sigma.to(x.device).float()
         if sigma.ndim == 0:  # the usual case: one level for the whole batch, looked up once
             t = self.sigma_to_t(sigma.reshape(1)).expand(x.shape[0])
@@ -85,19 +96,31 @@ class ModelDenoiser:
         else:
             t = self.sigma_to_t(sigma)
         scale = (1 + sigma ** 2).rsqrt().reshape(-1, *((1,) * (x.ndim - 1)))
-        return self.denoise_vp(x * scale, t)
+        return self.denoise_vp(x * scale, t, self_cond=self_cond)
 
-    def step_log_variance(self, sigma_from: Tensor, sigma_to: Tensor) -> Optional[Tensor]:
-        """Log-variance (VE units) of a DDPM step σ_from -> σ_to from the learned interpolation.
+    def __call__(self, x: Tensor, sigma: Tensor, *, self_cond: Optional[Tensor] = None) -> Tensor:
+        """k-diffusion style ``D(x, σ) -> x0`` (the variance fraction, if any, is dropped)."""
+        return self.denoise(x, sigma, self_cond=self_cond).x0
 
-        Returns None when the network does not learn its variance.
-        """
-        frac = self.last_variance_frac
-        if frac is None:
-            return None
-        ac_from = 1 / (1 + sigma_from.double() ** 2)
-        ac_to = 1 / (1 + sigma_to.double() ** 2)
-        beta = (1 - ac_from / ac_to).clamp(min=1e-20)
-        beta_tilde = (beta * (1 - ac_to) / (1 - ac_from)).clamp(min=1e-20)
-        log_var_vp = frac.double() * beta.log() + (1 - frac.double()) * beta_tilde.log()
-        return (log_var_vp - ac_to.log()).to(frac.dtype)
+
+def denoise_step(denoiser: Callable[..., Tensor], x: Tensor, sigma: Tensor,
+                 self_cond: Optional[Tensor] = None) -> Denoised:
+    """Evaluate any denoiser the samplers accept: a :class:`ModelDenoiser` (x0, variance fraction and
+    self-conditioning) or a plain ``D(x, σ) -> x0`` callable (no variance, no self-conditioning)."""
+    if isinstance(denoiser, ModelDenoiser):
+        return denoiser.denoise(x, sigma, self_cond=self_cond)
+    return Denoised(denoiser(x, sigma))
+
+
+def learned_step_log_variance(frac: Tensor, sigma_from: Tensor, sigma_to: Tensor) -> Tensor:
+    """Log-variance (VE units) of a DDPM step σ_from -> σ_to from a learned variance fraction ``frac``.
+
+    ``frac`` interpolates, in log space, between the step's posterior variance β̃ (0) and β (1),
+    both computed for the (possibly respaced) step σ_from -> σ_to.
+    """
+    ac_from = 1 / (1 + sigma_from.double() ** 2)
+    ac_to = 1 / (1 + sigma_to.double() ** 2)
+    beta = (1 - ac_from / ac_to).clamp(min=1e-20)
+    beta_tilde = (beta * (1 - ac_to) / (1 - ac_from)).clamp(min=1e-20)
+    log_var_vp = frac.double() * beta.log() + (1 - frac.double()) * beta_tilde.log()
+    return (log_var_vp - ac_to.log()).to(frac.dtype)

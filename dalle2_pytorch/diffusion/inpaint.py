@@ -13,9 +13,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from dalle2_pytorch.diffusion.denoiser import ModelDenoiser
+from dalle2_pytorch.diffusion.denoiser import ModelDenoiser, denoise_step
 from dalle2_pytorch.diffusion.noise import randn
-from dalle2_pytorch.diffusion.samplers import Callback, _report, ancestral_step, check_steps, sampling_sigmas
+from dalle2_pytorch.diffusion.samplers import Callback, _report, ancestral_step, default_sampler, sampling_sigmas
 
 
 @torch.no_grad()
@@ -28,18 +28,19 @@ def repaint_sample_loop(denoiser: ModelDenoiser, shape: tuple[int, ...] | torch.
         raise ValueError(f"resample_times must be a positive integer, got {resample_times!r}")
     schedule = denoiser.schedule
     device = device if device is not None else schedule.betas.device
-    steps = check_steps(steps if steps is not None else schedule.num_timesteps, schedule, "repaint")
+    _, steps = default_sampler("ddpm", steps, sample_timesteps=None, num_timesteps=schedule.num_timesteps)
     sigmas = sampling_sigmas(schedule, steps, "trailing", include_infinite=False).to(device)
     known = known.to(device).float()
     mask = mask.to(device).float().expand(shape)
     x = randn(tuple(shape), generator=generator, device=device) * (1 + sigmas[0] ** 2).sqrt()
     total = len(sigmas) - 1
+    self_cond: Optional[Tensor] = None  # the previous x0 estimate, for self-conditioning networks
     for i in range(total):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         for r in range(resample_times):
             known_noisy = known + sigma * randn(x.shape, generator=generator, device=device)
             x = mask * known_noisy + (1 - mask) * x
-            denoised = denoiser(x, sigma)
+            denoised = self_cond = denoise_step(denoiser, x, sigma, self_cond).x0
             sigma_down, sigma_up = ancestral_step(sigma, sigma_next, 1.0)
             x = denoised + sigma_down * (x - denoised) / sigma
             if sigma_up > 0:

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dalle2_pytorch.diffusion.objectives import check_objective
 from dalle2_pytorch.diffusion.schedules import NoiseSchedule
 
 LOSS_TYPES = ("l1", "l2", "huber")
@@ -40,14 +39,3 @@ def p2_loss_weights(schedule: NoiseSchedule, t: Tensor, gamma: float, k: float =
     """P2 weighting (Choi et al. 2022): (k + SNR_t)^-γ; γ = 0 gives ones."""
     return (k + schedule.snr(t)) ** -gamma
 
-
-def min_snr_weights(schedule: NoiseSchedule, t: Tensor, gamma: float, objective: str) -> Tensor:
-    """Min-SNR-γ weighting (Hang et al. 2023), expressed for the network's own objective."""
-    check_objective(objective)
-    snr = schedule.snr(t)
-    clipped = torch.minimum(snr, torch.full_like(snr, gamma))
-    if objective == "eps":
-        return clipped / snr
-    if objective == "x0":
-        return clipped
-    return clipped / (snr + 1)

@@ -1,9 +1,12 @@
 """Samplers: each a short function over a denoiser D(x, σ) -> x0 and a descending σ schedule.
 
-Every sampler has the signature ``sampler(denoiser, x, sigmas, *, generator=None,
-callback=None, ...) -> x0`` where ``x`` is the starting point at ``sigmas[0]`` in VE coordinates
-(x = x0 + σ ε) and ``sigmas`` ends with 0.  They work on any tensor shape.  ``sample_loop`` is
-what models call: it picks σ's from the training schedule, draws the starting noise and runs one.
+Every sampler has the signature ``sampler(denoiser, x, sigmas, *, generator=None, callback=None,
+self_cond=None, ...) -> x0`` where ``x`` is the starting point at ``sigmas[0]`` in VE coordinates
+(x = x0 + σ ε) and ``sigmas`` ends with 0.  They work on any tensor shape.  ``denoiser`` is a
+plain ``D(x, σ) -> x0`` callable or a :class:`ModelDenoiser`, whose richer :meth:`~ModelDenoiser.denoise`
+also gives a learned variance; the loop threads the previous x0 estimate (``self_cond``, for
+self-conditioning networks) from one evaluation to the next.  ``sample_loop`` is what models call:
+it picks σ's from the training schedule, draws the starting noise and runs one.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from dalle2_pytorch.diffusion.denoiser import ModelDenoiser
+from dalle2_pytorch.diffusion.denoiser import ModelDenoiser, denoise_step, learned_step_log_variance
 from dalle2_pytorch.diffusion.noise import randn
 from dalle2_pytorch.diffusion.schedules import NoiseSchedule
 
-Denoiser = Callable[[Tensor, Tensor], Tensor]
+Denoiser = Callable[..., Tensor]
 Callback = Optional[Callable[[dict[str, Any]], None]]
 
 
@@ -37,10 +40,11 @@ def ancestral_step(sigma_from: Tensor, sigma_to: Tensor, eta: float = 1.0) -> tu
 # ---------------------------------------------------------------------------------- samplers
 @torch.no_grad()
 def sample_ddim(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, eta: float = 0.0,
-                generator: Optional[torch.Generator] = None, callback: Callback = None) -> Tensor:
+                generator: Optional[torch.Generator] = None, callback: Callback = None,
+                self_cond: Optional[Tensor] = None) -> Tensor:
     """DDIM (Song et al.): deterministic for η = 0 (= Euler on the probability-flow ODE), DDPM-like at η = 1."""
     for i in range(len(sigmas) - 1):
-        denoised = denoiser(x, sigmas[i])
+        denoised = self_cond = denoise_step(denoiser, x, sigmas[i], self_cond).x0
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         x = denoised + sigma_down * (x - denoised) / sigmas[i]
         if sigma_up > 0:
@@ -51,16 +55,18 @@ def sample_ddim(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, eta: float = 0
 
 @torch.no_grad()
 def sample_ddpm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
-                generator: Optional[torch.Generator] = None, callback: Callback = None) -> Tensor:
+                generator: Optional[torch.Generator] = None, callback: Callback = None,
+                self_cond: Optional[Tensor] = None) -> Tensor:
     """Ancestral DDPM: the posterior q(x_s | x_t, x0_hat), with the network's variance if it learns one."""
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, sigma)
+        out = denoise_step(denoiser, x, sigma, self_cond)
+        denoised = self_cond = out.x0
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, 1.0)
         x_next = denoised + sigma_down * (x - denoised) / sigma
         if sigma_next > 0:
-            log_var = denoiser.step_log_variance(sigma, sigma_next) if isinstance(denoiser, ModelDenoiser) else None
-            std = sigma_up if log_var is None else (0.5 * log_var).exp()
+            std = sigma_up if out.variance_frac is None else \
+                (0.5 * learned_step_log_variance(out.variance_frac, sigma, sigma_next)).exp()
             x_next = x_next + std * randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = x_next
         _report(callback, i, len(sigmas) - 1, x, sigma, denoised)
@@ -69,10 +75,11 @@ def sample_ddpm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
 
 @torch.no_grad()
 def sample_euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
-                 generator: Optional[torch.Generator] = None, callback: Callback = None) -> Tensor:
+                 generator: Optional[torch.Generator] = None, callback: Callback = None,
+                 self_cond: Optional[Tensor] = None) -> Tensor:
     """Euler's method on the probability-flow ODE dx/dσ = (x - D(x, σ)) / σ (first order)."""
     for i in range(len(sigmas) - 1):
-        denoised = denoiser(x, sigmas[i])
+        denoised = self_cond = denoise_step(denoiser, x, sigmas[i], self_cond).x0
         d = (x - denoised) / sigmas[i]
         x = x + d * (sigmas[i + 1] - sigmas[i])
         _report(callback, i, len(sigmas) - 1, x, sigmas[i], denoised)
@@ -81,17 +88,19 @@ def sample_euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
 
 @torch.no_grad()
 def sample_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
-                generator: Optional[torch.Generator] = None, callback: Callback = None) -> Tensor:
+                generator: Optional[torch.Generator] = None, callback: Callback = None,
+                self_cond: Optional[Tensor] = None) -> Tensor:
     """Heun's method (Karras et al. 2022, Alg. 1 without churn): second order, 2 evaluations a step."""
     for i in range(len(sigmas) - 1):
-        denoised = denoiser(x, sigmas[i])
+        denoised = self_cond = denoise_step(denoiser, x, sigmas[i], self_cond).x0
         d = (x - denoised) / sigmas[i]
         dt = sigmas[i + 1] - sigmas[i]
         if sigmas[i + 1] == 0:
             x = x + d * dt  # last step: Euler, the ODE ends at σ = 0
         else:
             x_euler = x + d * dt
-            d_next = (x_euler - denoiser(x_euler, sigmas[i + 1])) / sigmas[i + 1]
+            self_cond = denoise_step(denoiser, x_euler, sigmas[i + 1], self_cond).x0
+            d_next = (x_euler - self_cond) / sigmas[i + 1]
             x = x + (d + d_next) / 2 * dt
         _report(callback, i, len(sigmas) - 1, x, sigmas[i], denoised)
     return x
@@ -99,11 +108,12 @@ def sample_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
 
 @torch.no_grad()
 def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
-                    generator: Optional[torch.Generator] = None, callback: Callback = None) -> Tensor:
+                    generator: Optional[torch.Generator] = None, callback: Callback = None,
+                    self_cond: Optional[Tensor] = None) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): multistep, second order, one evaluation a step."""
     old_denoised: Optional[Tensor] = None
     for i in range(len(sigmas) - 1):
-        denoised = denoiser(x, sigmas[i])
+        denoised = self_cond = denoise_step(denoiser, x, sigmas[i], self_cond).x0
         t, t_next = -sigmas[i].log(), -sigmas[i + 1].log()
         h = t_next - t
         if old_denoised is None or sigmas[i + 1] == 0:
@@ -125,7 +135,6 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "euler": sample_euler,
     "heun": sample_heun,
 }
-SAMPLER_ALIASES = {"dpm++": "dpmpp_2m", "dpm_solver++": "dpmpp_2m", "dpmpp": "dpmpp_2m", "dpm-solver++": "dpmpp_2m"}
 # Uniform ("trailing") spacing over the training steps is the default for the one-evaluation
 # samplers: on a discrete schedule the Karras spacing is quantised to the few low-noise levels
 # there are and measured worse at small step counts (see benchmarks/README.md).  Heun's
@@ -134,13 +143,41 @@ SAMPLER_ALIASES = {"dpm++": "dpmpp_2m", "dpm_solver++": "dpmpp_2m", "dpmpp": "dp
 DEFAULT_SPACING = {"ddpm": "trailing", "ddim": "trailing", "dpmpp_2m": "trailing", "euler": "trailing", "heun": "karras"}
 SPACINGS = ("trailing", "karras")
 KARRAS_SIGMA_MAX = 80.0
+DEFAULT_FEW_STEPS = 50  # steps of a non-DDPM sampler named without a step count
 
 
 def resolve_sampler(name: str) -> str:
-    name = SAMPLER_ALIASES.get(name, name)
+    """``name`` if it is one of :data:`SAMPLERS`, else a ValueError listing them."""
     if name not in SAMPLERS:
         raise ValueError(f"sampler={name!r} is not known; choose one of {sorted(SAMPLERS)}")
     return name
+
+
+def default_sampler(sampler: Optional[str], steps: Optional[int], *, sample_timesteps: Optional[int],
+                    num_timesteps: int) -> tuple[str, int]:
+    """The one rule by which the prior and the decoder pick a sampler and its step count.
+
+    * steps: ``steps`` if given, else the model's ``sample_timesteps`` if set, else the sampler's
+      own default (below);
+    * sampler: ``sampler`` if given, else ``'ddpm'`` when the run covers the whole training schedule
+      (no step count at all, or exactly ``num_timesteps``) and ``'ddim'`` for any shorter run;
+    * a sampler named without any step count runs ``num_timesteps`` steps if it is ``'ddpm'``
+      (ancestral sampling is made for the full schedule) and ``min(50, num_timesteps)`` otherwise.
+
+    Returns ``(sampler name, steps)``; an unknown sampler or a bad step count is a ValueError.
+    """
+    if steps is None:
+        steps = sample_timesteps
+    name = resolve_sampler(sampler) if sampler is not None else \
+        ("ddpm" if steps is None or steps == num_timesteps else "ddim")
+    if steps is None:
+        steps = num_timesteps if name == "ddpm" else min(DEFAULT_FEW_STEPS, num_timesteps)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if steps > num_timesteps:
+        raise ValueError(f"steps={steps} is more than the {num_timesteps} training timesteps; "
+                         f"sampler {name!r} can take at most {num_timesteps}")
+    return name, steps
 
 
 # ---------------------------------------------------------------------------------- σ schedules
@@ -149,15 +186,6 @@ def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
     min_inv, max_inv = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return (max_inv + ramp * (min_inv - max_inv)) ** rho
-
-
-def check_steps(steps: Any, schedule: NoiseSchedule, sampler: str) -> int:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if steps > schedule.num_timesteps:
-        raise ValueError(f"steps={steps} is more than the {schedule.num_timesteps} training timesteps; "
-                         f"sampler {sampler!r} can take at most {schedule.num_timesteps}")
-    return steps
 
 
 def sampling_sigmas(schedule: NoiseSchedule, steps: int, spacing: str = "trailing", *,
@@ -190,6 +218,13 @@ def sampling_sigmas(schedule: NoiseSchedule, steps: int, spacing: str = "trailin
     return torch.cat([chosen, chosen.new_zeros(1)]).float()
 
 
+def _shifted(callback: Callback, offset: int, total: int) -> Callback:
+    """``callback`` with step indices shifted by ``offset`` and ``total`` replaced (a loop run in parts)."""
+    if callback is None:
+        return None
+    return lambda info: callback({**info, "i": info["i"] + offset, "total": total})
+
+
 def sample_loop(denoiser: ModelDenoiser, shape: tuple[int, ...] | torch.Size, *, sampler: str = "ddim",
                 steps: Optional[int] = None, spacing: Optional[str] = None, eta: float = 0.0,
                 generator: Optional[torch.Generator] = None, callback: Callback = None,
@@ -198,17 +233,17 @@ def sample_loop(denoiser: ModelDenoiser, shape: tuple[int, ...] | torch.Size, *,
     """Draw samples of ``shape`` from a network wrapped in a :class:`ModelDenoiser`.
 
     ``noise`` (standard normal, the x_T a DDPM starts from) may be given for reproducibility;
-    otherwise it is drawn with ``generator``.  ``steps`` defaults to the training timesteps for
-    ``ddpm`` and 50 for the others.  ``eta`` is used by ``ddim`` only.
+    otherwise it is drawn with ``generator``.  ``steps`` defaults as in :func:`default_sampler`
+    (the training timesteps for ``ddpm``, 50 for the others).  ``eta`` is used by ``ddim`` only.
+    ``callback`` is called once per step with ``i`` = 0 .. total - 1.
     """
-    name = resolve_sampler(sampler)
     schedule = denoiser.schedule
+    name = resolve_sampler(sampler)
     device = device if device is not None else schedule.betas.device
     if eta != 0.0 and name != "ddim":
         raise ValueError(f"eta={eta} only applies to the 'ddim' sampler, not {name!r}")
     if sigmas is None:
-        steps = check_steps(steps if steps is not None else (schedule.num_timesteps if name == "ddpm" else min(50, schedule.num_timesteps)),
-                            schedule, name)
+        _, steps = default_sampler(name, steps, sample_timesteps=None, num_timesteps=schedule.num_timesteps)
         sigmas = sampling_sigmas(schedule, steps, spacing or DEFAULT_SPACING[name],
                                  include_infinite=denoiser.supports_infinite_sigma())
     sigmas = sigmas.to(device)
@@ -222,20 +257,17 @@ def sample_loop(denoiser: ModelDenoiser, shape: tuple[int, ...] | torch.Size, *,
         kwargs["eta"] = eta
 
     if torch.isinf(sigmas[0]):
-        # zero-SNR first step: x_T is pure noise; move deterministically to the next level
+        # zero-SNR first step: x_T is pure noise; move deterministically to the next level.  It is
+        # step 0 of the run: the sampler's own steps are reported as 1 .. total - 1.
+        total = len(sigmas) - 1
         t_last = torch.full((shape[0],), schedule.num_timesteps - 1, device=device, dtype=torch.long)
-        denoised = denoiser.denoise_vp(noise, t_last)
+        denoised = denoiser.denoise_vp(noise, t_last).x0
         x = denoised + sigmas[1] * noise
-        _report(callback, 0, len(sigmas) - 1, x, sigmas[0], denoised)
+        _report(callback, 0, total, x, sigmas[0], denoised)
         sigmas = sigmas[1:]
         if len(sigmas) == 1:
             return denoised
+        kwargs.update(callback=_shifted(callback, 1, total), self_cond=denoised)
     else:
         x = noise * (1 + sigmas[0] ** 2).sqrt()  # VP x_T ~ N(0, I) in VE coordinates
     return SAMPLERS[name](denoiser, x, sigmas, **kwargs)
-
-
-def nfe_per_step(sampler: str) -> int:
-    """Network evaluations per step (Heun evaluates twice except on its last step)."""
-    return 2 if resolve_sampler(sampler) == "heun" else 1
-
