@@ -17,18 +17,17 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from dalle2_pytorch.diffusion import (ModelDenoiser, NoiseSchedule, diffusion_loss, l2norm_clamp,
-                                      model_output_to_x0, objective_from_flags, sample_loop, training_target)
+from dalle2_pytorch.diffusion import (ModelDenoiser, NoiseSchedule, default_sampler, diffusion_loss, l2norm_clamp,
+                                      objective_from_flags, sample_loop, self_conditioning_estimate, training_target)
 from dalle2_pytorch.diffusion.losses import check_loss_type
 from dalle2_pytorch.diffusion.noise import randn
-from dalle2_pytorch.diffusion.samplers import resolve_sampler
-from dalle2_pytorch.prior.conditioning import (embed_image, embed_text, prepare_clip, rerank_by_text_similarity,
-                                               resolve_embed_dim)
+from dalle2_pytorch.clip.conditioning import FrozenClipMixin, frozen_clip_adapter, resolve_embed_dim
+from dalle2_pytorch.prior.conditioning import embed_image, embed_text, rerank_by_text_similarity
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
 from dalle2_pytorch.serialization import PretrainedMixin, load_legacy_state_dict, load_tensors
 
 
-class DiffusionPrior(PretrainedMixin, nn.Module):
+class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
     """Text embedding → image embedding by diffusion.
 
     Args:
@@ -36,7 +35,8 @@ class DiffusionPrior(PretrainedMixin, nn.Module):
         clip: a frozen CLIP (or adapter) used to embed raw ``text``/``image`` inputs; optional when
             training on precomputed embeddings.
         image_embed_dim: embedding width; required without ``clip`` (else the clip's ``dim_latent``).
-        timesteps: training diffusion steps.  sample_timesteps: default sampling steps (None = all).
+        timesteps: training diffusion steps.  sample_timesteps: default sampling steps (None: the rule
+            of :func:`~dalle2_pytorch.diffusion.default_sampler`).
         cond_drop_prob: probability of dropping the text and, independently, the noised image embed
             in training (classifier-free guidance); ``text_cond_drop_prob``/``image_cond_drop_prob``
             set each one apart.  Guidance (``cond_scale != 1``) needs both to be > 0.
@@ -72,7 +72,7 @@ class DiffusionPrior(PretrainedMixin, nn.Module):
             training_clamp_l2norm=training_clamp_l2norm, init_image_embed_l2norm=init_image_embed_l2norm,
             image_embed_scale=image_embed_scale)
 
-        self.clip = prepare_clip(clip)
+        self.clip = frozen_clip_adapter(clip)
         self.image_embed_dim = resolve_embed_dim(self.clip, image_embed_dim)
         if net.dim != self.image_embed_dim:
             source = "clip.dim_latent" if image_embed_dim is None else "image_embed_dim"
@@ -124,13 +124,6 @@ class DiffusionPrior(PretrainedMixin, nn.Module):
     def l2norm_clamp_embed(self, image_embed: torch.Tensor) -> torch.Tensor:
         return l2norm_clamp(image_embed, self.image_embed_scale)
 
-    def train(self, mode: bool = True):
-        """Switch training mode; the frozen CLIP always stays in eval mode."""
-        super().train(mode)
-        if self.clip is not None and isinstance(self.clip, nn.Module):
-            self.clip.eval()
-        return self
-
     # ------------------------------------------------------------------ training
     def forward(self, text: torch.Tensor | None = None, image: torch.Tensor | None = None,
                 text_embed: torch.Tensor | None = None, image_embed: torch.Tensor | None = None,
@@ -153,10 +146,8 @@ class DiffusionPrior(PretrainedMixin, nn.Module):
         noise = torch.randn_like(x0)
         x_t = self.noise_schedule.q_sample(x0, times, noise)
 
-        self_cond = None
-        if self.net.self_cond and bool(torch.rand(()) < 0.5):
-            with torch.no_grad():  # Analog Bits self-conditioning: half the time, condition on a first estimate
-                self_cond = self._x0_estimate(self.net(x_t, times, **text_cond), x_t, times).detach()
+        self_cond = self_conditioning_estimate(lambda: self.net(x_t, times, **text_cond), self.noise_schedule,
+                                               self.objective, x_t, times, enabled=self.net.self_cond)
 
         pred = self.net(x_t, times, self_cond=self_cond, text_cond_drop_prob=self.text_cond_drop_prob,
                         image_cond_drop_prob=self.image_cond_drop_prob, **text_cond)
@@ -164,9 +155,6 @@ class DiffusionPrior(PretrainedMixin, nn.Module):
             pred = self.l2norm_clamp_embed(pred)
         target = training_target(self.noise_schedule, self.objective, x0, noise, times)
         return diffusion_loss(pred, target, self.loss_type)
-
-    def _x0_estimate(self, output: torch.Tensor, x_t: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        return model_output_to_x0(self.noise_schedule, self.objective, output, x_t, times)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -177,9 +165,10 @@ class DiffusionPrior(PretrainedMixin, nn.Module):
         """Sample image embeddings (in CLIP scale, i.e. divided by ``image_embed_scale``).
 
         ``text_cond`` holds ``text_embed`` (b, dim) and, for a prior conditioned on them,
-        ``text_encodings``.  ``timesteps`` defaults to ``sample_timesteps`` (else all training
-        steps); ``sampler`` is any of the core's (``'ddpm'``, ``'ddim'``, ``'dpmpp_2m'``,
-        ``'euler'``, ``'heun'``), by default ``'ddpm'`` over all steps and ``'ddim'`` over fewer.
+        ``text_encodings``.  ``sampler`` is any of the core's (``'ddpm'``, ``'ddim'``, ``'dpmpp_2m'``,
+        ``'euler'``, ``'heun'``); it and ``timesteps`` default by the rule of
+        :func:`~dalle2_pytorch.diffusion.default_sampler` (``sample_timesteps`` when set; ``'ddpm'`` over
+        the whole schedule, ``'ddim'`` over fewer steps).
         """
         if cond_scale != 1 and not self.can_classifier_guidance:
             raise ValueError(f"cond_scale={cond_scale} needs classifier-free guidance, but this prior was trained "
@@ -193,19 +182,19 @@ class DiffusionPrior(PretrainedMixin, nn.Module):
             raise ValueError("this prior is conditioned on text encodings: text_cond must hold 'text_encodings'")
         if tuple(shape) != (text_embed.shape[0], self.image_embed_dim):
             raise ValueError(f"shape must be ({text_embed.shape[0]}, {self.image_embed_dim}), got {tuple(shape)}")
-        steps = timesteps if timesteps is not None else (self.sample_timesteps or self.noise_schedule.num_timesteps)
-        if sampler is None:
-            sampler = "ddpm" if steps == self.noise_schedule.num_timesteps else "ddim"
-        sampler = resolve_sampler(sampler)
+        sampler, steps = default_sampler(sampler, timesteps, sample_timesteps=self.sample_timesteps,
+                                         num_timesteps=self.noise_schedule.num_timesteps)
 
         dtype = self.net.learned_query.dtype  # the samplers work in float32; the network may not
         text_embed = text_embed.to(dtype)
         text_encodings = None if text_encodings is None else text_encodings.to(dtype)
 
+        cache = None if self.net.training else self.net.prefix_cache()  # this loop's text keys/values
+
         def model_fn(x: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor | None = None) -> torch.Tensor:
             return self.net.forward_with_cond_scale(
                 x.to(dtype), t, text_embed=text_embed, text_encodings=text_encodings,
-                self_cond=None if self_cond is None else self_cond.to(dtype), cond_scale=cond_scale)
+                self_cond=None if self_cond is None else self_cond.to(dtype), cond_scale=cond_scale, cache=cache)
 
         denoiser = ModelDenoiser(model_fn, self.noise_schedule, self.objective, self_condition=self.net.self_cond,
                                  x0_transform=self.l2norm_clamp_embed if self.sampling_clamp_l2norm else None)

@@ -16,11 +16,12 @@ from torch import nn
 
 from dalle2_pytorch.diffusion import diffusion_loss
 from dalle2_pytorch.diffusion.losses import check_loss_type
-from dalle2_pytorch.prior.conditioning import embed_image, embed_text, prepare_clip, resolve_embed_dim
+from dalle2_pytorch.clip.conditioning import FrozenClipMixin, frozen_clip_adapter, resolve_embed_dim
+from dalle2_pytorch.prior.conditioning import embed_image, embed_text
 from dalle2_pytorch.serialization import PretrainedMixin
 
 
-class LinearPrior(PretrainedMixin, nn.Module):
+class LinearPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
     """Deterministic text embed → image embed regression.
 
     Args:
@@ -37,7 +38,7 @@ class LinearPrior(PretrainedMixin, nn.Module):
         super().__init__()
         self._register_config(clip=clip, image_embed_dim=image_embed_dim, hidden_dim=hidden_dim,
                               loss_type=loss_type, image_embed_scale=image_embed_scale)
-        self.clip = prepare_clip(clip)
+        self.clip = frozen_clip_adapter(clip)
         self.image_embed_dim = dim = resolve_embed_dim(self.clip, image_embed_dim)
         self.loss_type = check_loss_type(loss_type)
         bad_hidden = isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1
@@ -50,13 +51,6 @@ class LinearPrior(PretrainedMixin, nn.Module):
             self.map = nn.Linear(dim, dim)
         else:
             self.map = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim))
-
-    def train(self, mode: bool = True):
-        """Switch training mode; the frozen CLIP always stays in eval mode."""
-        super().train(mode)
-        if self.clip is not None and isinstance(self.clip, nn.Module):
-            self.clip.eval()
-        return self
 
     def predict(self, text_embed: torch.Tensor) -> torch.Tensor:
         """Image embedding in diffusion scale (× ``image_embed_scale``)."""

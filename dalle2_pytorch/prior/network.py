@@ -12,18 +12,17 @@ checkpoints load through :mod:`dalle2_pytorch.prior.convert`.
 
 When no text encodings are given (``condition_on_text_encodings=False``) or all text is dropped,
 the ``max_text_len`` null tokens are the same for every row and are computed once at batch size 1
-(see :mod:`dalle2_pytorch.prior.transformer`), and while sampling once for all steps: same
+(see :mod:`dalle2_pytorch.prior.transformer`), and with a sampling loop's :class:`PrefixCache` once for all steps: same
 output, a fraction of the compute.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
-from dalle2_pytorch.diffusion.guidance import condition_keep_mask as keep_mask
+from dalle2_pytorch.clip.conditioning import null_pad_text
+from dalle2_pytorch.diffusion.guidance import classifier_free_guidance, condition_keep_mask as keep_mask
 from dalle2_pytorch.prior.layers import SinusoidalTimeEmbedding
 from dalle2_pytorch.prior.transformer import CausalTransformer
 from dalle2_pytorch.serialization import PretrainedMixin
@@ -128,7 +127,6 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
         self.null_text_encodings = nn.Parameter(torch.randn(1, max_text_len, dim))
         self.null_text_embeds = nn.Parameter(torch.randn(1, num_text_embeds, dim))
         self.null_image_embed = nn.Parameter(torch.randn(1, dim))
-        self._prefix_cache: dict = {}  # slot -> (key, per-block keys/values), see _cached_prefix_key_values
         self.transformer = CausalTransformer(
             dim=dim, depth=depth, dim_head=dim_head, heads=heads, ff_mult=ff_mult, norm_in=norm_in,
             norm_out=norm_out, attn_dropout=attn_dropout, ff_dropout=ff_dropout, final_proj=final_proj,
@@ -139,7 +137,10 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
         out = vector if proj is None else proj(vector)
         return out.view(vector.shape[0], count, self.dim)
 
-    def _check_inputs(self, image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond) -> None:
+    def _check_inputs(self, image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond, cache) -> None:
+        if cache is not None and (cache.net is not self or self.training or torch.is_grad_enabled()):
+            raise ValueError("cache= is for sampling: build it with this network's prefix_cache() and call the "
+                             "network in eval mode under torch.no_grad() (its keys/values assume fixed weights)")
         if image_embed.ndim != 2 or image_embed.shape[1] != self.dim:
             raise ValueError(f"image_embed must have shape (batch, {self.dim}), got {tuple(image_embed.shape)}")
         batch = image_embed.shape[0]
@@ -159,55 +160,34 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
             raise ValueError("self_cond was given but this network was built with self_cond=False")
 
     def _text_encoding_tokens(self, text_encodings: torch.Tensor, text_keep: torch.Tensor) -> torch.Tensor:
-        """Pad/truncate to ``max_text_len``; all-zero rows (padding) and dropped text become null tokens."""
-        length = text_encodings.shape[1]
-        if length > self.max_text_len:
-            warnings.warn(f"text_encodings has {length} tokens but max_text_len is {self.max_text_len}; "
-                          f"truncating to the first {self.max_text_len}", stacklevel=3)
-            text_encodings = text_encodings[:, : self.max_text_len]
-        elif length < self.max_text_len:
-            text_encodings = nn.functional.pad(text_encodings, (0, 0, 0, self.max_text_len - length))
-        present = (text_encodings != 0).any(dim=-1, keepdim=True) & text_keep[:, None, None]
-        return torch.where(present, text_encodings, self.null_text_encodings.to(text_encodings.dtype))
+        """``max_text_len`` slots; padding (all-zero rows) and dropped text become learned null tokens."""
+        return null_pad_text(text_encodings, self.null_text_encodings, self.max_text_len, keep=text_keep)
 
-    def _cached_prefix_key_values(self, slot: str, source: torch.Tensor | None, dtype: torch.dtype):
-        """Per-block keys/values of the text-encoding slots, cached across calls while sampling.
-
-        Under the causal mask the text-encoding tokens see only each other, so their keys/values
-        depend on the weights and the encodings only, not on the noised embedding or the time:
-        a sampling loop computes them once instead of at every step.  ``slot`` is ``'null'`` (all
-        null tokens, shared by the batch) or ``'text'`` (the given ``source`` encodings).  The
-        cache is dropped when a parameter or the encodings change (version counters, identity).
-        """
-        weights = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        key = (dtype, weights, None if source is None else source._version)
-        cached = self._prefix_cache.get(slot)
-        # the cache holds ``source`` itself: identity plus version means same values (no reused memory)
-        if cached is None or cached[0] != key or cached[2] is not source:
-            if source is None:
-                prefix = self.null_text_encodings.to(dtype)
-            else:
-                keep_all = torch.ones(source.shape[0], dtype=torch.bool, device=source.device)
-                prefix = self._text_encoding_tokens(source.to(dtype), keep_all)
-            cached = (key, self.transformer.prefix_key_values(prefix), source)
-            self._prefix_cache[slot] = cached
-        return cached[1]
+    def prefix_cache(self) -> "PrefixCache":
+        """A fresh key/value cache for one sampling loop; pass it as ``cache=`` to every call of the loop."""
+        return PrefixCache(self)
 
     # ------------------------------------------------------------------ forward
     def forward(self, image_embed: torch.Tensor, diffusion_timesteps: torch.Tensor, *,
                 text_embed: torch.Tensor, text_encodings: torch.Tensor | None = None,
                 self_cond: torch.Tensor | None = None, text_cond_drop_prob: float = 0.0,
-                image_cond_drop_prob: float = 0.0) -> torch.Tensor:
+                image_cond_drop_prob: float = 0.0, cache: "PrefixCache | None" = None) -> torch.Tensor:
         """Predict from ``image_embed`` (b, dim) noised at ``diffusion_timesteps`` (b,); returns (b, dim).
 
         ``text_cond_drop_prob``/``image_cond_drop_prob`` drop each row's text (embed and encodings)
         or noised image embed in favour of the learned nulls, for classifier-free guidance training.
+        ``cache``: a :meth:`prefix_cache` reused by every step of a sampling loop (eval mode, no grad).
         """
-        self._check_inputs(image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond)
+        self._check_inputs(image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond, cache)
         _check_probability("text_cond_drop_prob", text_cond_drop_prob)
         _check_probability("image_cond_drop_prob", image_cond_drop_prob)
-        batch, device, dtype = image_embed.shape[0], image_embed.device, image_embed.dtype
+        return self._forward(image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond,
+                             text_cond_drop_prob, image_cond_drop_prob, cache)
 
+    def _forward(self, image_embed: torch.Tensor, diffusion_timesteps: torch.Tensor, text_embed: torch.Tensor,
+                 text_encodings: torch.Tensor | None, self_cond: torch.Tensor | None, text_cond_drop_prob: float,
+                 image_cond_drop_prob: float, cache: "PrefixCache | None") -> torch.Tensor:
+        batch, device, dtype = image_embed.shape[0], image_embed.device, image_embed.dtype
         text_keep = keep_mask(batch, text_cond_drop_prob, device)
         image_keep = keep_mask(batch, image_cond_drop_prob, device)
 
@@ -225,18 +205,15 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
 
         # The text-encoding slots come first and, under the causal mask, see only each other.  When
         # no encodings are given or all text is dropped they are the same for every row: run them
-        # once beside the rows (training) or take their keys/values from the cache (sampling).
+        # once beside the rows, or take their keys/values from the sampling loop's cache.
         per_row = torch.cat([text_tokens, time_tokens, image_tokens, query], dim=1)
-        use_cache = not (torch.is_grad_enabled() or self.training)  # training: weights change, dropout is random
-        if not use_cache:
-            self._prefix_cache.clear()
         if text_encodings is None or text_cond_drop_prob >= 1:
-            if use_cache:
-                tokens = self.transformer(per_row, self._cached_prefix_key_values("null", None, dtype))
+            if cache is not None:
+                tokens = self.transformer(per_row, cache.null_key_values(dtype))
             else:
                 tokens = self.transformer(per_row, shared_prefix=self.null_text_encodings.to(dtype))
-        elif use_cache and text_cond_drop_prob <= 0:
-            tokens = self.transformer(per_row, self._cached_prefix_key_values("text", text_encodings, dtype))
+        elif cache is not None and text_cond_drop_prob <= 0:
+            tokens = self.transformer(per_row, cache.text_key_values(text_encodings, dtype))
         else:
             text_tokens = self._text_encoding_tokens(text_encodings.to(dtype), text_keep)
             tokens = self.transformer(torch.cat((text_tokens, per_row), dim=1))
@@ -245,17 +222,54 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
     def forward_with_cond_scale(self, image_embed: torch.Tensor, diffusion_timesteps: torch.Tensor, *,
                                 text_embed: torch.Tensor, text_encodings: torch.Tensor | None = None,
                                 self_cond: torch.Tensor | None = None, cond_scale: float = 1.0,
-                                text_cond_drop_prob: float = 0.0, image_cond_drop_prob: float = 0.0) -> torch.Tensor:
-        """Classifier-free guidance: ``null + (cond - null) * cond_scale``.
+                                text_cond_drop_prob: float = 0.0, image_cond_drop_prob: float = 0.0,
+                                cache: "PrefixCache | None" = None) -> torch.Tensor:
+        """Classifier-free guidance (:func:`~dalle2_pytorch.diffusion.classifier_free_guidance`).
 
         The null pass drops text and the noised image embed together (as the reference does);
         ``cond_scale == 1`` is the plain conditional forward.
         """
-        kwargs = dict(text_embed=text_embed, text_encodings=text_encodings, self_cond=self_cond)
-        cond = self.forward(image_embed, diffusion_timesteps, text_cond_drop_prob=text_cond_drop_prob,
-                            image_cond_drop_prob=image_cond_drop_prob, **kwargs)
+        self._check_inputs(image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond, cache)
+        _check_probability("text_cond_drop_prob", text_cond_drop_prob)
+        _check_probability("image_cond_drop_prob", image_cond_drop_prob)
+        args = (image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond)
+        cond = self._forward(*args, text_cond_drop_prob, image_cond_drop_prob, cache)
         if cond_scale == 1:
             return cond
-        null = self.forward(image_embed, diffusion_timesteps, text_cond_drop_prob=1.0, image_cond_drop_prob=1.0,
-                            **kwargs)
-        return null + (cond - null) * cond_scale
+        null = self._forward(*args, 1.0, 1.0, cache)
+        return classifier_free_guidance(cond, null, cond_scale)
+
+
+class PrefixCache:
+    """Keys/values of a :class:`DiffusionPriorNetwork`'s text-encoding slots, for one sampling loop.
+
+    Under the causal mask the text-encoding tokens see only each other, so their keys/values depend
+    on the weights and the encodings only, not on the noised embedding or the time: a sampling loop
+    computes them once instead of at every step.  Build one per loop (``net.prefix_cache()``), pass
+    it to every call, and drop it with the loop; it is valid while the weights do not change, which
+    is why it is refused in training mode or with gradients enabled.  The null slots (shared by
+    every row) and the slots of the given encodings are kept apart; other encodings (a different
+    tensor, or the same one changed in place) are recomputed.
+    """
+
+    def __init__(self, net: DiffusionPriorNetwork) -> None:
+        self.net = net
+        self._null: dict[torch.dtype, list] = {}
+        self._text: tuple | None = None  # (encodings, their version, dtype, keys/values)
+
+    def null_key_values(self, dtype: torch.dtype) -> list:
+        """Per-block keys/values of the ``max_text_len`` learned null tokens (batch 1)."""
+        if dtype not in self._null:
+            self._null[dtype] = self.net.transformer.prefix_key_values(self.net.null_text_encodings.to(dtype))
+        return self._null[dtype]
+
+    def text_key_values(self, text_encodings: torch.Tensor, dtype: torch.dtype) -> list:
+        """Per-block keys/values of the slots filled from ``text_encodings`` (b, n, dim)."""
+        cached = self._text
+        if cached is None or cached[0] is not text_encodings or cached[1] != text_encodings._version \
+                or cached[2] != dtype:
+            keep_all = torch.ones(text_encodings.shape[0], dtype=torch.bool, device=text_encodings.device)
+            prefix = self.net._text_encoding_tokens(text_encodings.to(dtype), keep_all)
+            cached = (text_encodings, text_encodings._version, dtype, self.net.transformer.prefix_key_values(prefix))
+            self._text = cached
+        return cached[3]

@@ -34,7 +34,7 @@ def test_shared_null_prefix_equals_full_sequence(options):
     net = make_net(**options)
     x, t, text_embed, _ = inputs()
     with torch.no_grad():
-        cached = net(x, t, text_embed=text_embed)  # sampling: null-token keys/values from the cache
+        cached = net(x, t, text_embed=text_embed, cache=net.prefix_cache())  # sampling: keys/values from a cache
         padded = net(x, t, text_embed=text_embed, text_encodings=torch.zeros(3, 2, DIM))  # all padding: full path
     shared = net(x, t, text_embed=text_embed)  # training: null tokens run once, beside the rows
     torch.testing.assert_close(cached, padded, atol=1e-5, rtol=0)
@@ -166,25 +166,31 @@ def test_save_and_load_round_trip(tmp_path):
                                    net(x, t, text_embed=text_embed, text_encodings=enc), atol=0, rtol=0)
 
 
-def test_null_prefix_cache_follows_weight_updates():
-    """Sampling caches the null tokens' keys/values; any change to the weights must invalidate them."""
+def test_prefix_cache_is_explicit_and_built_per_loop():
+    """The network holds no cache: a loop builds one; after a weight update a new cache sees the new weights,
+    and a cache is refused where weights may change (training mode, gradients)."""
     net = make_net()
     x, t, text_embed, _ = inputs()
     with torch.no_grad():
-        first = net(x, t, text_embed=text_embed)
-        torch.testing.assert_close(net(x, t, text_embed=text_embed), first, atol=0, rtol=0)  # from the cache
+        cache = net.prefix_cache()
+        first = net(x, t, text_embed=text_embed, cache=cache)
+        torch.testing.assert_close(net(x, t, text_embed=text_embed, cache=cache), first, atol=0, rtol=0)
+        torch.testing.assert_close(first, net(x, t, text_embed=text_embed), atol=1e-5, rtol=0)  # no cache: exact too
+    assert not any(isinstance(v, dict) and v for k, v in vars(net).items() if "cache" in k)  # no hidden cache
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     net(x, t, text_embed=text_embed).sum().backward()
     opt.step()
     with torch.no_grad():
-        cached = net(x, t, text_embed=text_embed)
-    fresh = net(x, t, text_embed=text_embed).detach()  # grad mode: no cache
+        cached = net(x, t, text_embed=text_embed, cache=net.prefix_cache())
+    fresh = net(x, t, text_embed=text_embed).detach()
     torch.testing.assert_close(cached, fresh, atol=1e-5, rtol=0)
     assert not torch.allclose(cached, first, atol=1e-3)
-    net.load_state_dict({k: v + 0.01 for k, v in net.state_dict().items()})
-    with torch.no_grad():
-        torch.testing.assert_close(net(x, t, text_embed=text_embed), net.train()(x, t, text_embed=text_embed),
-                                   atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="cache= is for sampling"):
+        net(x, t, text_embed=text_embed, cache=net.prefix_cache())  # gradients enabled
+    with torch.no_grad(), pytest.raises(ValueError, match="cache= is for sampling"):
+        net.train()(x, t, text_embed=text_embed, cache=net.prefix_cache())
+    with torch.no_grad(), pytest.raises(ValueError, match="cache= is for sampling"):
+        net.eval()(x, t, text_embed=text_embed, cache=make_net().prefix_cache())  # another network's cache
 
 
 def test_text_encoding_cache_is_exact_and_follows_the_encodings():
@@ -193,15 +199,18 @@ def test_text_encoding_cache_is_exact_and_follows_the_encodings():
     x, t, text_embed, enc = inputs()
     reference = net(x, t, text_embed=text_embed, text_encodings=enc).detach()  # grad mode: no cache
     with torch.no_grad():
+        cache = net.prefix_cache()
         for step in range(3):  # same encodings, new noised embeds and times: cache hits
             x_step, t_step = torch.randn_like(x), (t + step) % 100
-            torch.testing.assert_close(net(x_step, t_step, text_embed=text_embed, text_encodings=enc),
-                                       net.train()(x_step, t_step, text_embed=text_embed, text_encodings=enc),
+            torch.testing.assert_close(net(x_step, t_step, text_embed=text_embed, text_encodings=enc, cache=cache),
+                                       net(x_step, t_step, text_embed=text_embed, text_encodings=enc),
                                        atol=1e-5, rtol=0)
-            net.eval()
-        torch.testing.assert_close(net(x, t, text_embed=text_embed, text_encodings=enc), reference, atol=1e-5, rtol=0)
-        enc.mul_(2.0)  # in-place change of the encodings must not reuse stale keys/values
-        changed = net(x, t, text_embed=text_embed, text_encodings=enc)
-        torch.testing.assert_close(changed, net.train()(x, t, text_embed=text_embed, text_encodings=enc),
+        torch.testing.assert_close(net(x, t, text_embed=text_embed, text_encodings=enc, cache=cache), reference,
                                    atol=1e-5, rtol=0)
+        enc.mul_(2.0)  # in-place change of the encodings must not reuse stale keys/values
+        changed = net(x, t, text_embed=text_embed, text_encodings=enc, cache=cache)
+        torch.testing.assert_close(changed, net(x, t, text_embed=text_embed, text_encodings=enc), atol=1e-5, rtol=0)
         assert not torch.allclose(changed, reference, atol=1e-3)
+        other = torch.randn_like(enc)  # another tensor: recomputed too
+        torch.testing.assert_close(net(x, t, text_embed=text_embed, text_encodings=other, cache=cache),
+                                   net(x, t, text_embed=text_embed, text_encodings=other), atol=1e-5, rtol=0)
