@@ -370,6 +370,6 @@ class Decoder(PretrainedMixin, nn.Module):
     def from_reference_checkpoint(cls, path: str, kwargs: dict, *, clip: Optional[nn.Module] = None,
                                   strict: bool = True) -> "Decoder":
         """Build a decoder from a DALLE2-pytorch 1.15.6 checkpoint (see ``reference_checkpoint.py``)."""
-        from dalle2_pytorch.decoder.reference_checkpoint import load_reference_decoder
+        from dalle2_pytorch.compat.reference import load_reference_decoder
 
         return load_reference_decoder(cls, path, kwargs, clip=clip, strict=strict)

@@ -10,7 +10,6 @@ text by cosine similarity to the text embedding (the paper's rerank).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -24,7 +23,7 @@ from dalle2_pytorch.diffusion.noise import randn
 from dalle2_pytorch.clip.conditioning import FrozenClipMixin, frozen_clip_adapter, resolve_embed_dim
 from dalle2_pytorch.prior.conditioning import embed_image, embed_text, rerank_by_text_similarity
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
-from dalle2_pytorch.serialization import PretrainedMixin, load_legacy_state_dict, load_tensors
+from dalle2_pytorch.serialization import PretrainedMixin
 
 
 class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
@@ -241,32 +240,13 @@ class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
     @classmethod
     def from_reference_checkpoint(cls, path: str | Path, config: dict[str, Any] | str | Path, *,
                                   clip: Any = None) -> "DiffusionPrior":
-        """Build a prior from a DALLE2-pytorch 1.15.6 checkpoint.
+        """Build a prior from a DALLE2-pytorch 1.15.6 checkpoint (see :mod:`dalle2_pytorch.compat.reference`).
 
         ``path``: the reference ``DiffusionPrior.state_dict()`` as ``.safetensors``, or a ``.pt``/``.pth``
         file (read with ``torch.load(weights_only=True)``; a trainer checkpoint's ``model`` entry works).
         ``config``: a dict (or JSON file) ``{"net": DiffusionPriorNetwork kwargs, "prior": DiffusionPrior
         kwargs, "image_embed_dim": int}``, the layout of the reference fixtures' ``kwargs``.
         """
-        from dalle2_pytorch.prior.convert import convert_reference_prior_state
+        from dalle2_pytorch.compat.reference import load_reference_prior
 
-        if not isinstance(config, dict):
-            config = json.loads(Path(config).read_text())
-        if "kwargs" in config:  # a whole fixture description
-            config = config["kwargs"]
-        unknown = set(config) - {"net", "prior", "image_embed_dim"}
-        if unknown or "net" not in config:
-            raise ValueError(f"config must have keys 'net', 'prior' and optionally 'image_embed_dim'; "
-                             f"got {sorted(config)}")
-        net = DiffusionPriorNetwork(**config["net"])
-        prior_kwargs = dict(config.get("prior", {}))
-        if "image_embed_dim" in config:
-            prior_kwargs.setdefault("image_embed_dim", config["image_embed_dim"])
-        if clip is None and "image_embed_dim" not in prior_kwargs:
-            prior_kwargs["image_embed_dim"] = net.dim
-        prior = cls(net, clip=clip, **prior_kwargs)
-        path = Path(path)
-        state = load_tensors(path) if path.suffix == ".safetensors" else load_legacy_state_dict(path)
-        network_state = {key[len("net."):]: value for key, value in convert_reference_prior_state(state).items()}
-        prior.net.load_state_dict(network_state, strict=True)
-        return prior
+        return load_reference_prior(cls, path, config, clip=clip)

@@ -1,7 +1,7 @@
 """Small building blocks of the prior's causal transformer.
 
 Each block computes the same function as its counterpart in the reference DALLE2-pytorch 1.15.6
-(so reference checkpoints load through :mod:`dalle2_pytorch.prior.convert`), written with fused
+(so reference checkpoints load through :mod:`dalle2_pytorch.compat.prior`), written with fused
 PyTorch ops where one exists.
 """
 

@@ -8,7 +8,7 @@ and the output at the learned query token is the prediction (x0, eps or v, as th
 ``DiffusionPrior`` decides).  Text-encoding padding is replaced by learned per-position null tokens
 (DALL-E 1's learned padding); dropped conditions (classifier-free guidance) are replaced by learned
 null text/image embeddings.  The function is the one of the reference DALLE2-pytorch 1.15.6, whose
-checkpoints load through :mod:`dalle2_pytorch.prior.convert`.
+checkpoints load through :mod:`dalle2_pytorch.compat.prior`.
 
 When no text encodings are given (``condition_on_text_encodings=False``) or all text is dropped,
 the ``max_text_len`` null tokens are the same for every row and are computed once at batch size 1

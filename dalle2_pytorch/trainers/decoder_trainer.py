@@ -153,7 +153,7 @@ class DecoderTrainer(TrainerBase):
 
     def _load_legacy(self, path: Path, strict: bool) -> None:
         """A reference (DALLE2-pytorch 1.15.6) decoder checkpoint: every unet's weights, converted."""
-        from dalle2_pytorch.decoder.convert import load_reference_unet_state
+        from dalle2_pytorch.compat.unet import load_reference_unet_state
         from dalle2_pytorch.serialization import load_legacy_state_dict
 
         state = load_legacy_state_dict(path)

@@ -109,7 +109,7 @@ class DiffusionPriorTrainer(TrainerBase):
 
     def _load_legacy(self, path: Path, strict: bool) -> None:
         """A reference (DALLE2-pytorch 1.15.6) prior checkpoint: the network's weights, converted."""
-        from dalle2_pytorch.prior.convert import convert_reference_prior_state
+        from dalle2_pytorch.compat.prior import convert_reference_prior_state
         from dalle2_pytorch.serialization import load_legacy_state_dict
 
         state = convert_reference_prior_state(load_legacy_state_dict(path))

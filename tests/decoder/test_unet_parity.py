@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dalle2_pytorch.decoder.convert import load_reference_unet_state, reference_key_to_ours
+from dalle2_pytorch.compat.unet import load_reference_unet_state, reference_key_to_ours
 from dalle2_pytorch.decoder.unet import Unet
 
 from tests.reference_fixtures import FIXTURES, reference_unet_inputs  # noqa: E402

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from dalle2_pytorch.diffusion import NoiseSchedule
-from dalle2_pytorch.prior.convert import convert_reference_network_state, convert_reference_prior_state
+from dalle2_pytorch.compat.prior import convert_reference_network_state, convert_reference_prior_state
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 
 from tests.reference_fixtures import FIXTURES  # noqa: E402

@@ -1,4 +1,4 @@
-"""Read checkpoints of the reference DALLE2-pytorch 1.15.6 prior into this package's modules.
+"""Reference DALLE2-pytorch 1.15.6 prior weights under this package's names.
 
 The two networks compute the same function; only parameter names differ.  The mapping
 (reference name → ours), for the ``DiffusionPriorNetwork`` (prefix ``net.`` inside a prior):
@@ -32,7 +32,9 @@ import re
 
 import torch
 
-_NETWORK_RULES: list[tuple[str, str]] = [
+from dalle2_pytorch.compat.keys import rename_key
+
+PRIOR_NETWORK_RULES: list[tuple[str, str]] = [
     (r"^to_text_embeds\.0\.", "text_embed_proj."),
     (r"^to_image_embeds\.0\.", "image_embed_proj."),
     (r"^to_time_embeds\.0\.weight$", "time_embed.table.weight"),
@@ -66,14 +68,11 @@ def convert_reference_network_state(state: dict[str, torch.Tensor]) -> dict[str,
         if _ROTARY_FREQS.match(key):
             _check_rotary_freqs(key, tensor)
             continue
-        for pattern, replacement in _NETWORK_RULES:
-            new_key, count = re.subn(pattern, replacement, key)
-            if count:
-                out[new_key] = tensor
-                break
-        else:
+        new_key, matched = rename_key(key, PRIOR_NETWORK_RULES)
+        if not matched:
             raise ValueError(f"unknown reference prior-network parameter {key!r}; "
                              "is this a DALLE2-pytorch 1.x checkpoint?")
+        out[new_key] = tensor
     return _fuse_qkv(out)
 
 
@@ -88,13 +87,16 @@ def _fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def convert_reference_prior_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a reference ``DiffusionPrior`` state dict (``net.*``, ``noise_scheduler.*``, ``clip.*``)."""
+def convert_reference_prior_state(state: dict[str, torch.Tensor], *, strict: bool = True) -> dict[str, torch.Tensor]:
+    """Rename a reference ``DiffusionPrior`` state dict (``net.*``, ``noise_scheduler.*``, ``clip.*``).
+
+    Other top-level keys are an error, or with ``strict=False`` ignored.
+    """
     network = {}
     for key, tensor in state.items():
         if key.startswith("net."):
             network[key[len("net."):]] = tensor
-        elif key.startswith(("noise_scheduler.", "clip.")) or key == "_dummy":
+        elif key.startswith(("noise_scheduler.", "clip.")) or key == "_dummy" or not strict:
             continue
         else:
             raise ValueError(f"unknown reference prior parameter {key!r}; expected net.*, noise_scheduler.* or clip.*")

@@ -1,22 +1,23 @@
-"""Load U-Net weights written by the reference DALLE2-pytorch (1.15.6) into our :class:`Unet`.
+"""Reference U-Net weights (a ``Unet``, or the ``unets.<i>.`` of a ``Decoder``) in our :class:`Unet`.
 
 Our module tree names what the reference indexes by position (``downs.1.2.0`` becomes
-``downs.1.blocks.0``), so reference keys are renamed by the rules below and reshaped where a layer
-is stored differently (the SP-conv downsample is one 2×2 strided conv here; norms keep 1-d gains).
-The reference's null embeddings for conditions a unet does not use are dropped.
+``downs.1.blocks.0``), so reference keys are renamed by :data:`UNET_RULES` (see
+:mod:`dalle2_pytorch.compat.keys`) and reshaped where a layer is stored differently (the SP-conv
+downsample is one 2×2 strided conv here; norms keep 1-d gains).  The reference's null embeddings
+for conditions a unet does not use are dropped.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Mapping
 
 import torch
 
-from .unet import Unet
+from dalle2_pytorch.compat.keys import rename_key
+from dalle2_pytorch.decoder.unet import Unet
 
-# (pattern, replacement), applied in order to each key (without the "unets.<i>." prefix)
-_RULES: list[tuple[str, str]] = [
+# applied in order to each key (without the "unets.<i>." prefix)
+UNET_RULES: list[tuple[str, str]] = [
     (r"^null_image_embed$", "cond.null_image_tokens"),
     (r"^null_image_hiddens$", "cond.null_image_hidden"),
     (r"^null_text_embed$", "cond.null_text_tokens"),
@@ -51,9 +52,7 @@ _OPTIONAL_IN_REFERENCE = {"cond.null_image_tokens", "cond.null_image_hidden", "c
 
 def reference_key_to_ours(key: str) -> str:
     """Rename one reference Unet state-dict key (without the ``unets.<i>.`` prefix)."""
-    for pattern, replacement in _RULES:
-        key = re.sub(pattern, replacement, key)
-    return key
+    return rename_key(key, UNET_RULES)[0]
 
 
 def convert_reference_unet_state(unet: Unet, ref_state: Mapping[str, torch.Tensor],
