@@ -20,7 +20,8 @@ from dalle2_pytorch.diffusion import (ModelDenoiser, NoiseSchedule, default_samp
                                       objective_from_flags, sample_loop, self_conditioning_estimate, training_target)
 from dalle2_pytorch.diffusion.losses import check_loss_type
 from dalle2_pytorch.diffusion.noise import randn
-from dalle2_pytorch.clip.conditioning import FrozenClipMixin, frozen_clip_adapter, resolve_embed_dim
+from dalle2_pytorch.clip.conditioning import (FrozenClipMixin, check_embedding, check_text_encodings,
+                                              frozen_clip_adapter, resolve_embed_dim)
 from dalle2_pytorch.prior.conditioning import embed_image, embed_text, rerank_by_text_similarity
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
 from dalle2_pytorch.serialization import PretrainedMixin
@@ -179,8 +180,11 @@ class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
             raise ValueError("text_cond must hold 'text_embed'")
         if self.condition_on_text_encodings and text_encodings is None:
             raise ValueError("this prior is conditioned on text encodings: text_cond must hold 'text_encodings'")
-        if tuple(shape) != (text_embed.shape[0], self.image_embed_dim):
-            raise ValueError(f"shape must be ({text_embed.shape[0]}, {self.image_embed_dim}), got {tuple(shape)}")
+        batch = check_embedding("text_embed", text_embed, self.image_embed_dim).shape[0]
+        if text_encodings is not None:
+            check_text_encodings(text_encodings, self.image_embed_dim, batch)
+        if tuple(shape) != (batch, self.image_embed_dim):
+            raise ValueError(f"shape must be ({batch}, {self.image_embed_dim}), got {tuple(shape)}")
         sampler, steps = default_sampler(sampler, timesteps, sample_timesteps=self.sample_timesteps,
                                          num_timesteps=self.noise_schedule.num_timesteps)
 
@@ -191,9 +195,8 @@ class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
         cache = None if self.net.training else self.net.prefix_cache()  # this loop's text keys/values
 
         def model_fn(x: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor | None = None) -> torch.Tensor:
-            return self.net.forward_with_cond_scale(
-                x.to(dtype), t, text_embed=text_embed, text_encodings=text_encodings,
-                self_cond=None if self_cond is None else self_cond.to(dtype), cond_scale=cond_scale, cache=cache)
+            return self.net.guided(x.to(dtype), t, text_embed, text_encodings,
+                                   None if self_cond is None else self_cond.to(dtype), cond_scale, cache=cache)
 
         denoiser = ModelDenoiser(model_fn, self.noise_schedule, self.objective, self_condition=self.net.self_cond,
                                  x0_transform=self.l2norm_clamp_embed if self.sampling_clamp_l2norm else None)

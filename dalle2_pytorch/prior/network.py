@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dalle2_pytorch.clip.conditioning import null_pad_text
+from dalle2_pytorch.clip.conditioning import check_embedding, check_text_encodings, null_pad_text
 from dalle2_pytorch.diffusion.guidance import classifier_free_guidance, condition_keep_mask as keep_mask
 from dalle2_pytorch.prior.layers import SinusoidalTimeEmbedding
 from dalle2_pytorch.prior.transformer import CausalTransformer
@@ -141,23 +141,18 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
         if cache is not None and (cache.net is not self or self.training or torch.is_grad_enabled()):
             raise ValueError("cache= is for sampling: build it with this network's prefix_cache() and call the "
                              "network in eval mode under torch.no_grad() (its keys/values assume fixed weights)")
-        if image_embed.ndim != 2 or image_embed.shape[1] != self.dim:
-            raise ValueError(f"image_embed must have shape (batch, {self.dim}), got {tuple(image_embed.shape)}")
-        batch = image_embed.shape[0]
+        batch = check_embedding("image_embed", image_embed, self.dim).shape[0]
         if text_embed is None:
             raise TypeError("text_embed is required")
-        if tuple(text_embed.shape) != (batch, self.dim):
-            raise ValueError(f"text_embed must have shape ({batch}, {self.dim}), got {tuple(text_embed.shape)}")
+        check_embedding("text_embed", text_embed, self.dim, batch)
         if diffusion_timesteps.shape != (batch,):
             raise ValueError(f"diffusion_timesteps must have shape ({batch},), got {tuple(diffusion_timesteps.shape)}")
-        if text_encodings is not None and (text_encodings.ndim != 3 or text_encodings.shape[0] != batch
-                                           or text_encodings.shape[2] != self.dim):
-            raise ValueError(f"text_encodings must have shape ({batch}, length, {self.dim}), "
-                             f"got {tuple(text_encodings.shape)}")
-        if self_cond is not None and tuple(self_cond.shape) != (batch, self.dim):
-            raise ValueError(f"self_cond must have shape ({batch}, {self.dim}), got {tuple(self_cond.shape)}")
+        if text_encodings is not None:
+            check_text_encodings(text_encodings, self.dim, batch)
         if self_cond is not None and not self.self_cond:
             raise ValueError("self_cond was given but this network was built with self_cond=False")
+        if self_cond is not None:
+            check_embedding("self_cond", self_cond, self.dim, batch)
 
     def _text_encoding_tokens(self, text_encodings: torch.Tensor, text_keep: torch.Tensor) -> torch.Tensor:
         """``max_text_len`` slots; padding (all-zero rows) and dropped text become learned null tokens."""
@@ -232,6 +227,15 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
         self._check_inputs(image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond, cache)
         _check_probability("text_cond_drop_prob", text_cond_drop_prob)
         _check_probability("image_cond_drop_prob", image_cond_drop_prob)
+        return self.guided(image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond, cond_scale,
+                           text_cond_drop_prob, image_cond_drop_prob, cache)
+
+    def guided(self, image_embed: torch.Tensor, diffusion_timesteps: torch.Tensor, text_embed: torch.Tensor,
+               text_encodings: torch.Tensor | None, self_cond: torch.Tensor | None, cond_scale: float,
+               text_cond_drop_prob: float = 0.0, image_cond_drop_prob: float = 0.0,
+               cache: "PrefixCache | None" = None) -> torch.Tensor:
+        """:meth:`forward_with_cond_scale` without its input checks, for a caller that checked them once
+        (a sampling loop calls this at every step with the same, already validated conditioning)."""
         args = (image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond)
         cond = self._forward(*args, text_cond_drop_prob, image_cond_drop_prob, cache)
         if cond_scale == 1:

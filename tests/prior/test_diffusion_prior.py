@@ -237,3 +237,27 @@ def test_with_the_package_clip(tmp_path):
     loaded = DiffusionPrior.from_pretrained(tmp_path)
     draw = lambda p: p.sample(text, cond_scale=2.0, timesteps=3, generator=torch.Generator().manual_seed(0))  # noqa: E731
     torch.testing.assert_close(draw(loaded), draw(prior), atol=0, rtol=0)
+
+
+def test_two_sampling_loops_of_one_prior_do_not_share_state():
+    """A loop run from inside another (same prior, different text) leaves both results as if run alone."""
+    prior = make_prior(net_options=dict(self_cond=True), condition_on_text_encodings=True).eval()
+    g = torch.Generator().manual_seed(4)
+    conds = [{"text_embed": torch.randn(2, DIM, generator=g), "text_encodings": torch.randn(2, 3, DIM, generator=g)}
+             for _ in range(2)]
+    run = lambda cond, callback=None: prior.p_sample_loop(
+        (2, DIM), cond, sampler="ddpm", timesteps=6, generator=torch.Generator().manual_seed(1), callback=callback)
+    alone = [run(cond) for cond in conds]
+    inner = []
+    outer = run(conds[0], callback=lambda info: inner or inner.append(run(conds[1])))
+    torch.testing.assert_close(outer, alone[0], atol=0, rtol=0)
+    torch.testing.assert_close(inner[0], alone[1], atol=0, rtol=0)
+
+
+def test_sampling_checks_the_conditioning_once_with_clear_messages():
+    prior = make_prior(condition_on_text_encodings=True)
+    text_embed, _ = embeds()
+    with pytest.raises(ValueError, match=r"text_encodings must have shape \(4, length, 16\)"):
+        prior.p_sample_loop((4, DIM), {"text_embed": text_embed, "text_encodings": torch.randn(4, 3, 8)})
+    with pytest.raises(ValueError, match=r"text_embed must have shape \(batch, 16\)"):
+        prior.p_sample_loop((4, DIM), {"text_embed": torch.randn(4, 8), "text_encodings": torch.randn(4, 3, DIM)})
