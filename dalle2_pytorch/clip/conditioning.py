@@ -4,11 +4,11 @@
   :class:`BaseClipAdapter`, or any object with the adapter interface) and freezing it;
 * :func:`clip_text_condition` / :func:`clip_image_embed` - embedding, with text padding zeroed once
   (all-zero encoding rows are padding to every network downstream);
-* :func:`check_embedding` / :func:`check_text_encodings` / :func:`resolve_embed_dim` - shape checks
-  with one wording;
+* :func:`check_embedding` / :func:`check_text_encodings` / :func:`check_clip_fits` /
+  :func:`resolve_embed_dim` - shape and width checks with one wording;
 * :func:`null_pad_text` - learned null padding: encodings cut (with a warning) or padded to a fixed
   length, padding and dropped rows replaced by learned null tokens;
-* :class:`FrozenClipMixin` - ``train()`` that keeps the model's ``clip`` in eval mode.
+* :class:`FrozenClipMixin` - ``train()`` that keeps the model's ``clip`` (and other frozen parts) in eval mode.
 """
 
 from __future__ import annotations
@@ -76,6 +76,19 @@ def check_text_encodings(text_encodings: Tensor, dim: int, batch: int, hint: str
     return text_encodings
 
 
+def check_clip_fits(clip: Any, who: str, *, image_embed_dim: Optional[int] = None,
+                    text_embed_dim: Optional[int] = None, channels: Optional[int] = None) -> None:
+    """A ValueError naming ``who`` (e.g. ``"unet 2"``) when its widths disagree with the CLIP's
+    ``dim_latent``, ``dim_text_encodings`` or ``image_channels``; widths that either side does not
+    give (None, or an adapter without that property) are not compared."""
+    for name, ours, theirs in (("image_embed_dim", image_embed_dim, "dim_latent"),
+                               ("text_embed_dim", text_embed_dim, "dim_text_encodings"),
+                               ("channels", channels, "image_channels")):
+        value = getattr(clip, theirs, None)
+        if ours is not None and value is not None and ours != value:
+            raise ValueError(f"{who} has {name}={ours} but the CLIP has {theirs}={value}")
+
+
 def resolve_embed_dim(clip: Any, image_embed_dim: Optional[int]) -> int:
     """The embedding width: ``image_embed_dim`` or the CLIP's ``dim_latent`` (which must agree)."""
     if clip is None and image_embed_dim is None:
@@ -113,11 +126,16 @@ def null_pad_text(tokens: Tensor, null_tokens: Tensor, max_len: int, *, mask: Op
 
 class FrozenClipMixin:
     """For models holding a frozen CLIP as ``self.clip`` (None allowed): ``train()`` switches the
-    model but leaves the CLIP in eval mode (no dropout, no batch-norm updates).  List it before
-    ``nn.Module`` among the bases."""
+    model but leaves the CLIP in eval mode (no dropout, no batch-norm updates).  A model with more
+    frozen parts names them in ``frozen_submodules`` (e.g. ``("clip", "vaes")``).  List the mixin
+    before ``nn.Module`` among the bases."""
+
+    frozen_submodules: tuple[str, ...] = ("clip",)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if isinstance(getattr(self, "clip", None), nn.Module):
-            self.clip.eval()
+        for name in self.frozen_submodules:
+            module = getattr(self, name, None)
+            if isinstance(module, nn.Module):
+                module.eval()
         return self

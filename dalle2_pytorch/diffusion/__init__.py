@@ -17,15 +17,16 @@ from dalle2_pytorch.diffusion.objectives import (OBJECTIVES, eps_from_x0, model_
 from dalle2_pytorch.diffusion.samplers import (SAMPLERS, default_sampler, karras_sigmas, resolve_sampler, sample_ddim,
                                                sample_ddpm, sample_dpmpp_2m, sample_euler, sample_heun, sample_loop,
                                                sampling_sigmas)
-from dalle2_pytorch.diffusion.training import self_conditioning_estimate
 from dalle2_pytorch.diffusion.schedules import BETA_SCHEDULES, NoiseSchedule, extract, make_betas
+from dalle2_pytorch.diffusion.training import self_conditioning_estimate
 
 __all__ = [
-    "BETA_SCHEDULES", "LOSS_TYPES", "OBJECTIVES", "SAMPLERS", "Denoised", "ModelDenoiser", "NoiseSchedule", "RowGenerators", "randn",
-    "classifier_free_guidance", "condition_keep_mask", "default_sampler", "denoise_step", "diffusion_loss", "discretized_gaussian_log_likelihood", "dynamic_threshold",
-    "elementwise_loss", "eps_from_x0", "extract", "karras_sigmas", "l2norm_clamp", "learned_variance_log_var",
-    "learned_step_log_variance", "make_betas", "model_output_to_x0", "normal_kl", "objective_from_flags",
-    "p2_loss_weights", "repaint_sample_loop", "resolve_sampler", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m",
-    "sample_euler", "sample_heun", "sample_loop", "sampling_sigmas", "self_conditioning_estimate", "static_clamp", "training_target", "v_target",
-    "variance_frac", "vlb_loss", "x0_from_eps", "x0_from_v",
+    "BETA_SCHEDULES", "Denoised", "LOSS_TYPES", "ModelDenoiser", "NoiseSchedule", "OBJECTIVES", "RowGenerators",
+    "SAMPLERS", "classifier_free_guidance", "condition_keep_mask", "default_sampler", "denoise_step",
+    "diffusion_loss", "discretized_gaussian_log_likelihood", "dynamic_threshold", "elementwise_loss", "eps_from_x0",
+    "extract", "karras_sigmas", "l2norm_clamp", "learned_step_log_variance", "learned_variance_log_var",
+    "make_betas", "model_output_to_x0", "normal_kl", "objective_from_flags", "p2_loss_weights", "randn",
+    "repaint_sample_loop", "resolve_sampler", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_euler",
+    "sample_heun", "sample_loop", "sampling_sigmas", "self_conditioning_estimate", "static_clamp",
+    "training_target", "v_target", "variance_frac", "vlb_loss", "x0_from_eps", "x0_from_v",
 ]

@@ -139,11 +139,6 @@ class NoiseSchedule(nn.Module):
         return (mean, extract(self.posterior_variance, t, x_t.shape),
                 extract(self.posterior_log_variance_clipped, t, x_t.shape))
 
-    def q_sample_from_to(self, x_from: Tensor, from_t: Tensor, to_t: Tensor, noise: Tensor) -> Tensor:
-        """Re-noise x at step ``from_t`` to the higher noise level of step ``to_t`` (RePaint)."""
-        ratio = extract(self.alphas_cumprod, to_t, x_from.shape) / extract(self.alphas_cumprod, from_t, x_from.shape)
-        return ratio.sqrt() * x_from + (1 - ratio).clamp(min=0).sqrt() * noise
-
     def sample_random_times(self, batch: int, device: torch.device | str | None = None,
                             generator: torch.Generator | None = None) -> Tensor:
         gen_device = generator.device if generator is not None else device

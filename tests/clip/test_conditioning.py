@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dalle2_pytorch.clip.adapters import BuiltinClipAdapter
-from dalle2_pytorch.clip.conditioning import (FrozenClipMixin, check_embedding, check_text_encodings,
+from dalle2_pytorch.clip.conditioning import (FrozenClipMixin, check_clip_fits, check_embedding, check_text_encodings,
                                               clip_image_embed, clip_text_condition, frozen_clip_adapter,
                                               null_pad_text, resolve_embed_dim)
 from dalle2_pytorch.clip.outputs import EmbeddedText
@@ -88,3 +88,25 @@ def test_frozen_clip_mixin_keeps_the_clip_in_eval_mode():
     model = Model(nn.Dropout(0.5)).train()
     assert model.training and model.layer.training and not model.clip.training
     assert Model(None).train().training  # no CLIP: nothing to keep
+
+    class WithVaes(Model):
+        frozen_submodules = ("clip", "vaes")
+
+        def __init__(self, clip):
+            super().__init__(clip)
+            self.vaes = nn.ModuleList([nn.Dropout(0.5)])
+
+    model = WithVaes(nn.Dropout(0.5)).train()
+    assert model.layer.training and not model.clip.training and not model.vaes[0].training
+
+
+def test_check_clip_fits_compares_the_widths_the_clip_reports():
+    adapter = frozen_clip_adapter(tiny_clip())  # dim_latent 16, text width 32, 3 channels
+    check_clip_fits(adapter, "unet 1", image_embed_dim=16, text_embed_dim=32, channels=3)
+    check_clip_fits(DuckAdapter(), "prior", image_embed_dim=4, text_embed_dim=99, channels=1)  # reports dim_latent only
+    with pytest.raises(ValueError, match="unet 2 has image_embed_dim=8 but the CLIP has dim_latent=16"):
+        check_clip_fits(adapter, "unet 2", image_embed_dim=8)
+    with pytest.raises(ValueError, match="text_embed_dim=16 but the CLIP has dim_text_encodings=32"):
+        check_clip_fits(adapter, "unet 1", text_embed_dim=16)
+    with pytest.raises(ValueError, match="decoder has channels=1 but the CLIP has image_channels=3"):
+        check_clip_fits(adapter, "decoder", channels=1)
