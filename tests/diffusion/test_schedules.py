@@ -73,6 +73,7 @@ def test_respace_keeps_alphas_cumprod_at_kept_steps():
     torch.testing.assert_close(small.alphas_cumprod, sched.alphas_cumprod[kept])
 
 
+@pytest.mark.parametrize("bad", ["cosin", "", "karras"])
 def test_unknown_schedule_names_the_choices(bad):
     with pytest.raises(ValueError, match="beta_schedule.*choose one of"):
         NoiseSchedule(bad, 10)
