@@ -242,14 +242,15 @@ class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
     # ------------------------------------------------------------------ reference checkpoints
     @classmethod
     def from_reference_checkpoint(cls, path: str | Path, config: dict[str, Any] | str | Path, *,
-                                  clip: Any = None) -> "DiffusionPrior":
+                                  clip: Any = None, strict: bool = True) -> "DiffusionPrior":
         """Build a prior from a DALLE2-pytorch 1.15.6 checkpoint (see :mod:`dalle2_pytorch.compat.reference`).
 
         ``path``: the reference ``DiffusionPrior.state_dict()`` as ``.safetensors``, or a ``.pt``/``.pth``
         file (read with ``torch.load(weights_only=True)``; a trainer checkpoint's ``model`` entry works).
         ``config``: a dict (or JSON file) ``{"net": DiffusionPriorNetwork kwargs, "prior": DiffusionPrior
         kwargs, "image_embed_dim": int}``, the layout of the reference fixtures' ``kwargs``.
+        ``strict=False`` skips keys the loader does not convert instead of refusing the file.
         """
         from dalle2_pytorch.compat.reference import load_reference_prior
 
-        return load_reference_prior(cls, path, config, clip=clip)
+        return load_reference_prior(cls, path, config, clip=clip, strict=strict)
