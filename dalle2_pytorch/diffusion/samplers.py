@@ -146,8 +146,13 @@ KARRAS_SIGMA_MAX = 80.0
 DEFAULT_FEW_STEPS = 50  # steps of a non-DDPM sampler named without a step count
 
 
+# other spellings of DPM-Solver++(2M), accepted wherever a sampler is named (CLI, pipeline files)
+SAMPLER_ALIASES = {"dpm++": "dpmpp_2m", "dpm_solver++": "dpmpp_2m", "dpmpp": "dpmpp_2m", "dpm-solver++": "dpmpp_2m"}
+
+
 def resolve_sampler(name: str) -> str:
-    """``name`` if it is one of :data:`SAMPLERS`, else a ValueError listing them."""
+    """The canonical name of sampler ``name`` (one of :data:`SAMPLERS` or an alias), else a ValueError."""
+    name = SAMPLER_ALIASES.get(name, name)
     if name not in SAMPLERS:
         raise ValueError(f"sampler={name!r} is not known; choose one of {sorted(SAMPLERS)}")
     return name

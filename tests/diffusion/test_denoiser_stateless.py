@@ -83,6 +83,7 @@ def test_default_sampler_rule():
     assert rule("heun", None) == ("heun", 50) and rule("ddpm", None) == ("ddpm", 100)  # a sampler's own default
     assert default_sampler("euler", None, sample_timesteps=None, num_timesteps=8) == ("euler", 8)
     assert rule("dpmpp_2m", 7, sample_timesteps=10) == ("dpmpp_2m", 7)
+    assert rule("dpm++", 7) == ("dpmpp_2m", 7)  # aliases come back canonical
     with pytest.raises(ValueError, match="sampler='dpm3'.*choose one of"):
         rule("dpm3", None)
     with pytest.raises(ValueError, match="steps=101 is more than the 100 training timesteps"):
