@@ -24,10 +24,10 @@ from torch import Tensor, nn
 
 from dalle2_pytorch.decoder.cascade_config import StageSettings, is_latent_vae
 from dalle2_pytorch.decoder.lowres import LowresConditioner, random_crop_pair, resize_image_to
-from dalle2_pytorch.diffusion import (ModelDenoiser, NoiseSchedule, diffusion_loss, dynamic_threshold,
-                                      learned_variance_log_var, model_output_to_x0, p2_loss_weights,
-                                      repaint_sample_loop, resolve_sampler, sample_loop, static_clamp,
-                                      training_target, variance_frac, vlb_loss)
+from dalle2_pytorch.diffusion import (ModelDenoiser, NoiseSchedule, default_sampler, diffusion_loss,
+                                      dynamic_threshold, learned_variance_log_var, model_output_to_x0,
+                                      p2_loss_weights, repaint_sample_loop, sample_loop, self_conditioning_estimate,
+                                      static_clamp, training_target, variance_frac, vlb_loss)
 
 Callback = Optional[Callable[[dict[str, Any]], None]]
 
@@ -70,17 +70,6 @@ def split_unet_output(output: Tensor, learned_variance: bool) -> tuple[Tensor, O
         return output, None
     prediction, raw_variance = output.chunk(2, dim=1)
     return prediction, raw_variance
-
-
-def default_sampler(sampler: Optional[str], steps: Optional[int], sample_timesteps: Optional[int]
-                    ) -> tuple[str, Optional[int]]:
-    """The decoder's rule, as in the reference: full ancestral DDPM unless a step count is given (by the call or
-    by the decoder's ``sample_timesteps``), then DDIM.  Returns ``(sampler name, steps or None)``."""
-    if steps is None:
-        steps = sample_timesteps
-    if sampler is None:
-        sampler = "ddpm" if steps is None else "ddim"
-    return resolve_sampler(sampler), steps
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,12 +166,10 @@ class CascadeStage(StageSettings):
         x_t = schedule.q_sample(x0, times, noise)
 
         # self-conditioning (Chen et al., Analog Bits): half of the time, condition on a detached first x0 estimate
-        self_cond = None
-        if unet.self_cond and torch.rand(()) < 0.5:
-            with torch.no_grad():
-                first, _ = split_unet_output(unet(x_t, times, **unet_kwargs), self.learned_variance)
-                self_cond = self._transform_x0(model_output_to_x0(schedule, self.objective, first, x_t, times),
-                                               clamp_only=True).detach()
+        self_cond = self_conditioning_estimate(
+            lambda: split_unet_output(unet(x_t, times, **unet_kwargs), self.learned_variance)[0], schedule,
+            self.objective, x_t, times, enabled=bool(unet.self_cond),
+            x0_transform=lambda x0: self._transform_x0(x0, clamp_only=True))
 
         output = unet(x_t, times, **unet_kwargs, self_cond=self_cond,
                       image_cond_drop_prob=options.image_cond_drop_prob,
@@ -242,7 +229,8 @@ class CascadeStage(StageSettings):
         if previous is not None:
             kwargs.update(self.condition(previous.to(device), training=False, generator=generator))
         name, steps = default_sampler("ddpm" if inpaint is not None and sampler is None else sampler, steps,
-                                      self.sample_timesteps)
+                                      sample_timesteps=self.sample_timesteps,
+                                      num_timesteps=self.schedule.num_timesteps)
         denoiser = self.denoiser(kwargs, cond_scale if self.can_guide() else 1.0)
         shape = (batch, self.unet.channels, self.diffusion_size, self.diffusion_size)
         stage_callback = None if callback is None else (lambda info: callback({**info, "unet_number": self.number}))

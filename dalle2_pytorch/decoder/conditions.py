@@ -12,6 +12,9 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from dalle2_pytorch.clip.conditioning import (check_clip_fits, check_embedding, check_text_encodings, clip_image_embed,
+                                              clip_text_condition, frozen_clip_adapter)
+
 
 def _batch_of(value: Any) -> Optional[int]:
     if value is None:
@@ -30,34 +33,21 @@ class DecoderConditions:
         self.unconditional = unconditional
         self.auto_normalize_img = auto_normalize_img
         self.uses_text = False
-        if clip is not None:
-            if unconditional:
-                raise ValueError("clip must not be given to an unconditional decoder (unconditional=True)")
-            from dalle2_pytorch.clip.adapters import to_clip_adapter
-
-            clip = to_clip_adapter(clip)
-            clip_channels = getattr(clip, "image_channels", channels)
-            if clip_channels != channels:
-                raise ValueError(f"channels={channels} but the CLIP takes images with {clip_channels} channels")
-            clip.requires_grad_(False)
-            clip.eval()
-        self.clip = clip
+        if clip is not None and unconditional:
+            raise ValueError("clip must not be given to an unconditional decoder (unconditional=True)")
+        self.clip = frozen_clip_adapter(clip)
+        if self.clip is not None:
+            check_clip_fits(self.clip, "the decoder", channels=channels)
 
     # ------------------------------------------------------------------ construction checks
     def check_unets(self, unets: Sequence[nn.Module]) -> None:
         self.uses_text = any(bool(getattr(u, "cond_on_text_encodings", False)) for u in unets)
         if self.clip is None:
             return
-        dim = getattr(self.clip, "dim_latent", None)
-        text_dim = getattr(self.clip, "dim_text_encodings", None)
         for number, unet in enumerate(unets, start=1):
-            if getattr(unet, "cond_on_image_embeds", False) and dim is not None and unet.image_embed_dim != dim:
-                raise ValueError(f"unet {number} has image_embed_dim={unet.image_embed_dim} but the CLIP's "
-                                 f"embeddings have dim_latent={dim}")
-            if getattr(unet, "cond_on_text_encodings", False) and text_dim is not None and \
-                    unet.text_embed_dim != text_dim:
-                raise ValueError(f"unet {number} has text_embed_dim={unet.text_embed_dim} but the CLIP's text "
-                                 f"encodings have width {text_dim}")
+            check_clip_fits(self.clip, f"unet {number}",
+                            image_embed_dim=unet.image_embed_dim if unet.cond_on_image_embeds else None,
+                            text_embed_dim=unet.text_embed_dim if unet.cond_on_text_encodings else None)
 
     # ------------------------------------------------------------------ per call
     def batch_size(self, *, image_embed: Optional[Tensor], text: Any, text_encodings: Optional[Tensor],
@@ -101,10 +91,7 @@ class DecoderConditions:
                     raise ValueError("image_embed is required: the decoder is conditioned on CLIP image embeddings "
                                      "(pass image_embed=, or build the decoder with clip= to embed training images)")
                 image_embed = self.embed_image(image)
-            dim = image_unets[0].image_embed_dim
-            if image_embed.ndim != 2 or image_embed.shape[0] != batch or image_embed.shape[1] != dim:
-                raise ValueError(f"image_embed must have shape ({batch}, {dim}), got {tuple(image_embed.shape)}")
-            embeds["image_embed"] = image_embed
+            embeds["image_embed"] = check_embedding("image_embed", image_embed, image_unets[0].image_embed_dim, batch)
 
         text_unets = [u for u in unets if getattr(u, "cond_on_text_encodings", False)]
         if text_unets:
@@ -115,11 +102,7 @@ class DecoderConditions:
                     raise ValueError("text (token ids) needs the decoder's clip to encode it; pass text_encodings= "
                                      "or build the decoder with clip=")
                 text_encodings = self.embed_text(text)
-            dim = text_unets[0].text_embed_dim
-            if text_encodings.ndim != 3 or text_encodings.shape[0] != batch or text_encodings.shape[2] != dim:
-                raise ValueError(f"text_encodings must have shape ({batch}, length, {dim}), "
-                                 f"got {tuple(text_encodings.shape)}")
-            embeds["text_encodings"] = text_encodings
+            embeds["text_encodings"] = check_text_encodings(text_encodings, text_unets[0].text_embed_dim, batch)
         return embeds
 
     def unet_kwargs(self, unet: nn.Module, embeds: dict[str, Any],
@@ -134,24 +117,11 @@ class DecoderConditions:
             kwargs = {k: v.to(device) for k, v in kwargs.items()}
         return kwargs
 
-    @staticmethod
-    def can_guide(unet: nn.Module, settings: Any) -> bool:
-        """Whether classifier-free guidance changes anything for ``unet`` (it saw dropped conditions)."""
-        return (bool(getattr(unet, "cond_on_image_embeds", False)) and settings.image_cond_drop_prob > 0) or \
-            (bool(getattr(unet, "cond_on_text_encodings", False)) and settings.text_cond_drop_prob > 0)
-
     # ------------------------------------------------------------------ CLIP
-    @torch.no_grad()
     def embed_image(self, image: Tensor) -> Tensor:
         """CLIP image embedding of images in the decoder's input range (the adapter takes [0, 1])."""
-        image01 = image if self.auto_normalize_img else (image + 1) * 0.5
-        image_embed, _ = self.clip.embed_image(image01)
-        return image_embed.detach()
+        return clip_image_embed(self.clip, image if self.auto_normalize_img else (image + 1) * 0.5)
 
-    @torch.no_grad()
     def embed_text(self, text: Any) -> Tensor:
         """Per-token CLIP text encodings with padded positions zeroed (zero rows are padding to the unet)."""
-        _, text_encodings, text_mask = self.clip.embed_text(text)
-        if text_mask is not None:
-            text_encodings = text_encodings.masked_fill(~text_mask.bool().unsqueeze(-1), 0.0)
-        return text_encodings.detach()
+        return clip_text_condition(self.clip, text)[1]

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from dalle2_pytorch.clip.conditioning import FrozenClipMixin
 from dalle2_pytorch.decoder.cascade import CascadeOptions, CascadeStage, paste_known
 from dalle2_pytorch.decoder.cascade_config import (build_stage_settings, configure_unet, is_latent_vae, per_unet,
                                                    resolve_image_sizes, resolve_vaes)
@@ -60,7 +61,7 @@ def check_inpaint_inputs(inpaint_image: Optional[Tensor], inpaint_mask: Optional
     return inpaint_image, mask
 
 
-class Decoder(PretrainedMixin, nn.Module):
+class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
     """Cascade of unets that turns CLIP image embeddings (and optionally text) into images.
 
     Images go in and come out in ``[0, 1]`` (``auto_normalize_img=True``; with ``False`` the caller
@@ -103,6 +104,8 @@ class Decoder(PretrainedMixin, nn.Module):
         lowres_noise_sample_level: fixed noise-augmentation level in [0, 1) used while sampling.
         ddim_sampling_eta: η of the DDIM sampler (0 = deterministic).
     """
+
+    frozen_submodules = ("clip", "vaes")   # never in training mode
 
     @strict_keywords(_REMOVED_KEYWORDS)
     def __init__(self, unet: Union[nn.Module, Sequence[nn.Module]], *, clip: Optional[nn.Module] = None,
@@ -233,14 +236,6 @@ class Decoder(PretrainedMixin, nn.Module):
         """The unet of the cascade numbered from 1 (lowest resolution)."""
         return self.unets[self.check_unet_number(unet_number) - 1]
 
-    def train(self, mode: bool = True) -> "Decoder":
-        super().train(mode)
-        if self.clip is not None:
-            self.clip.eval()   # frozen: never in training mode
-        for v in self.vaes:
-            v.eval()
-        return self
-
     @contextmanager
     def one_unet_in_gpu(self, unet_number: Optional[int] = None, unet: Optional[nn.Module] = None) -> Iterator[None]:
         """Within the block only the chosen unet (and the non-unet parts) sit on the GPU; the other unets
@@ -369,7 +364,7 @@ class Decoder(PretrainedMixin, nn.Module):
     @classmethod
     def from_reference_checkpoint(cls, path: str, kwargs: dict, *, clip: Optional[nn.Module] = None,
                                   strict: bool = True) -> "Decoder":
-        """Build a decoder from a DALLE2-pytorch 1.15.6 checkpoint (see ``reference_checkpoint.py``)."""
+        """Build a decoder from a DALLE2-pytorch 1.15.6 checkpoint (see :mod:`dalle2_pytorch.compat.reference`)."""
         from dalle2_pytorch.compat.reference import load_reference_decoder
 
         return load_reference_decoder(cls, path, kwargs, clip=clip, strict=strict)

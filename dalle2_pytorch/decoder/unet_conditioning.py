@@ -19,6 +19,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from dalle2_pytorch.clip.conditioning import null_pad_text
 from dalle2_pytorch.diffusion.guidance import condition_keep_mask as keep_mask
 
 from .layers import SinusoidalMLP
@@ -86,15 +87,8 @@ class UnetConditioning(nn.Module):
 
     def _text_tokens(self, text_encodings: torch.Tensor, text_mask: torch.Tensor | None,
                      keep_text: torch.Tensor) -> torch.Tensor:
-        """Project, truncate/pad to max_text_len, and swap padding and dropped rows for null tokens."""
+        """Projected text as ``max_text_len`` tokens with learned null padding (and for dropped rows)."""
         if text_mask is None:
-            text_mask = (text_encodings != 0).any(dim=-1)
-        length = self.max_text_len
-        text_tokens = self.text_to_tokens(text_encodings[:, :length])
-        text_mask = text_mask[:, :length]
-        missing = length - text_tokens.shape[1]
-        if missing > 0:
-            text_tokens = F.pad(text_tokens, (0, 0, 0, missing))
-            text_mask = F.pad(text_mask, (0, missing), value=False)
-        keep = (text_mask & keep_text[:, None])[:, :, None]
-        return torch.where(keep, text_tokens, self.null_text_tokens.to(text_tokens.dtype))
+            text_mask = (text_encodings != 0).any(dim=-1)   # padding rows are zero before the projection
+        return null_pad_text(self.text_to_tokens(text_encodings), self.null_text_tokens, self.max_text_len,
+                             mask=text_mask, keep=keep_text)

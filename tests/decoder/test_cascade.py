@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from dalle2_pytorch.decoder import CascadeStage
-from dalle2_pytorch.decoder.cascade import default_sampler
 
 from .helpers import EMBED_DIM, embeds, images, tiny_decoder
 
@@ -92,9 +91,13 @@ def test_inpainting_refuses_a_deterministic_sampler():
                                 steps=2, inpaint=known)
 
 
-def test_default_sampler_rule():
-    assert default_sampler(None, None, None) == ("ddpm", None)
-    assert default_sampler(None, 10, None) == ("ddim", 10)
-    assert default_sampler(None, None, 25) == ("ddim", 25)
-    assert default_sampler("euler", None, 25) == ("euler", 25)
-    assert default_sampler("ddpm", 7, 25) == ("ddpm", 7)
+def test_text_longer_than_max_text_len_warns_and_frozen_parts_stay_in_eval_mode():
+    from .helpers import text_encodings, tiny_unet
+    from dalle2_pytorch.decoder import Decoder
+
+    unet = tiny_unet(image_embed_dim=EMBED_DIM, text_embed_dim=8, cond_on_text_encodings=True, max_text_len=3)
+    decoder = Decoder(unet=unet, image_size=8, timesteps=10)
+    with pytest.warns(UserWarning, match="max_text_len is 3"):
+        decoder(images(size=8), image_embed=embeds(), text_encodings=text_encodings(length=5))
+    decoder.train()
+    assert decoder.unets[0].training and not decoder.vaes[0].training
