@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dalle2_pytorch.vae import VQGanVAE  # noqa: E402
-from dalle2_pytorch.vae.trainer import VQGanVAETrainer  # noqa: E402
+from dalle2_pytorch import VQGanVAETrainer  # noqa: E402
 
 FULL = dict(vae=dict(dim=32, image_size=128, layers=3, layer_mults=(1, 2, 4)), batch=8)
 QUICK = dict(vae=dict(dim=8, image_size=16, layers=2, vq_codebook_dim=8, vq_codebook_size=16, attn_heads=2,

@@ -22,6 +22,7 @@ _EXPORTS = {
     "SamplingDefaults": "dalle2_pytorch.pipeline_files",
     "DecoderTrainer": "dalle2_pytorch.trainers.decoder_trainer",
     "DiffusionPriorTrainer": "dalle2_pytorch.trainers.prior_trainer",
+    "VQGanVAETrainer": "dalle2_pytorch.trainers.vae_trainer",
     "VQGanVAE": "dalle2_pytorch.vae.vqgan_vae",
     "NullVQGanVAE": "dalle2_pytorch.vae.vqgan_vae",
 }
@@ -53,4 +54,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dalle2_pytorch.prior.network import DiffusionPriorNetwork
     from dalle2_pytorch.trainers.decoder_trainer import DecoderTrainer
     from dalle2_pytorch.trainers.prior_trainer import DiffusionPriorTrainer
+    from dalle2_pytorch.trainers.vae_trainer import VQGanVAETrainer
     from dalle2_pytorch.vae.vqgan_vae import NullVQGanVAE, VQGanVAE

@@ -8,7 +8,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from dalle2_pytorch.vae import VQGanVAE
-from dalle2_pytorch.vae.trainer import VQGanVAETrainer
+from dalle2_pytorch import VQGanVAETrainer
 from tests.vae.synthetic_images import coloured_shapes
 
 
