@@ -2,7 +2,11 @@
 
 clip-retrieval writes ``img_emb/img_emb_0.npy, img_emb_1.npy, ...``, ``text_emb/text_emb_0.npy, ...`` (row ``i`` of
 both describes the same pair) and ``metadata/metadata_0.parquet, ...`` (one row per pair, with a ``caption``
-column).  The .npy files are memory-mapped, so only the rows a batch needs are read.  Splits are contiguous
+column).  clip-retrieval pads ``<n>`` to the digits of its partition count (``_0`` with one partition, ``_00`` ..
+``_19`` with twenty) and stores float16 rows; batches come back as float32.  Rows holding NaN or inf are dropped
+from their batch and counted (``nonfinite_rows``) with a warning naming the file and row; files whose widths
+differ from the first file's (or from ``embed_dim``) are an error.  The .npy files are memory-mapped, so only the
+rows a batch needs are read.  Splits are contiguous
 index ranges by fraction; each rank reads an equal contiguous part of its split; the loader's position
 (epoch, samples consumed) is saved and restored for exact resume.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -34,21 +39,26 @@ class ClipRetrievalEmbeddings:
 
     image_embeddings / text_embeddings: folders of numbered ``.npy`` files with matching row counts.
     metadata: folder of numbered ``.parquet`` files with a ``caption`` column (needs pyarrow).
+    embed_dim: the width every row must have (the model's); None: the first image file's width.
     """
 
     def __init__(self, *, image_embeddings: str | Path, text_embeddings: str | Path | None = None,
-                 metadata: str | Path | None = None) -> None:
+                 metadata: str | Path | None = None, embed_dim: int | None = None) -> None:
+        self.embed_dim = embed_dim
         self.image_files = self._files("image_embeddings", image_embeddings, ".npy")
         self.images = [np.load(path, mmap_mode="r", allow_pickle=False) for path in self.image_files]
+        self._check_widths(self.image_files, self.images)
         counts = [len(array) for array in self.images]
-        for path, array in zip(self.image_files, self.images):
-            if array.ndim != 2:
-                raise ValueError(f"{path} must hold a 2-d array (rows, dim), got shape {array.shape}")
+        if not sum(counts):
+            raise ValueError(f"image_embeddings={str(image_embeddings)!r}: its files "
+                             f"{[p.name for p in self.image_files][:8]} hold no rows")
         self.texts = None
+        self.text_files: list[Path] = []
         if text_embeddings is not None:
-            text_files = self._files("text_embeddings", text_embeddings, ".npy")
-            self.texts = [np.load(path, mmap_mode="r", allow_pickle=False) for path in text_files]
-            self._check_counts("text_embeddings", text_files, [len(array) for array in self.texts], counts)
+            self.text_files = self._files("text_embeddings", text_embeddings, ".npy")
+            self.texts = [np.load(path, mmap_mode="r", allow_pickle=False) for path in self.text_files]
+            self._check_widths(self.text_files, self.texts)
+            self._check_counts("text_embeddings", self.text_files, [len(array) for array in self.texts], counts)
         self.caption_files = None
         if metadata is not None:
             try:
@@ -60,13 +70,15 @@ class ClipRetrievalEmbeddings:
             self._check_counts("metadata", self.caption_files, rows, counts)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._caption_cache: dict[int, list[str]] = {}
+        self.nonfinite_rows = 0
 
     @classmethod
-    def from_folder(cls, root: str | Path, *, text: bool = True, captions: bool = False) -> "ClipRetrievalEmbeddings":
+    def from_folder(cls, root: str | Path, *, text: bool = True, captions: bool = False,
+                    embed_dim: int | None = None) -> "ClipRetrievalEmbeddings":
         """Read clip-retrieval's standard layout ``root/{img_emb,text_emb,metadata}``."""
         root = Path(root)
         return cls(image_embeddings=root / "img_emb", text_embeddings=root / "text_emb" if text else None,
-                   metadata=root / "metadata" if captions else None)
+                   metadata=root / "metadata" if captions else None, embed_dim=embed_dim)
 
     @staticmethod
     def _files(name: str, folder: str | Path, suffix: str) -> list[Path]:
@@ -78,7 +90,25 @@ class ClipRetrievalEmbeddings:
             raise ValueError(f"{name}={str(folder)!r} holds no {suffix} files")
         return files
 
+    def _check_widths(self, files: list[Path], arrays: list[np.ndarray]) -> None:
+        """Every file 2-d, as wide as the first image file and as ``embed_dim``: one error naming the file."""
+        for path, array in zip(files, arrays):
+            if array.ndim != 2:
+                raise ValueError(f"{path} must hold a 2-d array (rows, width), got shape {array.shape}")
+            if self.embed_dim is not None:
+                reference, source = self.embed_dim, "the model's embed_dim"
+            else:  # the first image file, checked 2-d first
+                reference, source = self.images[0].shape[1], str(self.image_files[0])
+            if array.shape[1] != reference:
+                raise ValueError(f"{path} has rows of width {array.shape[1]} (shape {array.shape}) but {source} "
+                                 f"has width {reference}")
+
     def _check_counts(self, name: str, files: list[Path], counts: list[int], expected: list[int]) -> None:
+        numbers = [_NUMBER.findall(p.stem)[-1:] for p in files]
+        if [int(n[0]) if n else -1 for n in numbers] != \
+                [int(n[0]) if n else -1 for n in (_NUMBER.findall(p.stem)[-1:] for p in self.image_files)]:
+            raise ValueError(f"{name}: files {[p.name for p in files][:8]} are not numbered like the image "
+                             f"embeddings {[p.name for p in self.image_files][:8]}")
         if counts != expected:
             raise ValueError(f"{name}: row counts per file {counts} ({[p.name for p in files]}) do not match the "
                              f"image embeddings' {expected} ({[p.name for p in self.image_files]})")
@@ -114,14 +144,34 @@ class ClipRetrievalEmbeddings:
             result.append(self._caption_cache[file_id][index - int(self.offsets[file_id])])
         return result
 
+    def location(self, index: int, text: bool = False) -> tuple[Path, int]:
+        """(image file, or text file with ``text``, and the row in it) of global row ``index``."""
+        file_id = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return (self.text_files if text else self.image_files)[file_id], int(index - self.offsets[file_id])
+
     def batch(self, indices: np.ndarray | list[int]) -> dict[str, Any]:
-        """``{"image_embed": (B, d)[, "text_embed": (B, d)][, "caption": [B str]]}`` for global ``indices``."""
+        """``{"image_embed": (B, d)[, "text_embed": (B, d)][, "caption": [B str]]}`` for global ``indices``.
+
+        Rows whose image or text embedding holds NaN or inf are left out (so B can be smaller than
+        ``len(indices)``), counted in ``nonfinite_rows`` and warned about with their file and row."""
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"indices must lie in [0, {len(self)})")
         out: dict[str, Any] = {"image_embed": self._gather(self.images, indices)}
         if self.texts is not None:
             out["text_embed"] = self._gather(self.texts, indices)
+        finite_by_kind = {key: value.isfinite().all(dim=1) for key, value in out.items()}
+        finite = torch.stack(list(finite_by_kind.values())).all(dim=0)
+        if not finite.all():
+            for position in torch.nonzero(~finite).flatten().tolist():
+                self.nonfinite_rows += 1
+                where = [self.location(int(indices[position]), text=key == "text_embed")
+                         for key, ok in finite_by_kind.items() if not ok[position]]
+                named = " and ".join(f"row {row} of {path}" for path, row in where)
+                warnings.warn(f"embedding {named} holds NaN or inf; left out of its batch "
+                              f"(nonfinite_rows={self.nonfinite_rows})", RuntimeWarning, stacklevel=2)
+            out = {key: value[finite] for key, value in out.items()}
+            indices = indices[finite.numpy()]
         if self.caption_files is not None:
             out["caption"] = self._captions(indices)
         return out
@@ -188,6 +238,16 @@ class PriorEmbeddingLoader:
         self.seed = seed
         self.epoch = 0
         self.consumed = 0
+        if len(self) == 0:
+            raise ValueError(f"rows [{start}, {stop}) of {len(embeddings)} give this rank (rank {rank or 0} of "
+                             f"{world_size or 1}) {self.num_samples} samples: no batch of batch_size={batch_size}"
+                             f"{' with drop_last' if drop_last else ''}; use more data or a smaller batch_size "
+                             f"(files: {[p.name for p in embeddings.image_files][:4]})")
+
+    @property
+    def nonfinite_rows(self) -> int:
+        """Rows left out so far because they hold NaN or inf (counted by the embeddings, as they are read)."""
+        return self.embeddings.nonfinite_rows
 
     @property
     def num_samples(self) -> int:

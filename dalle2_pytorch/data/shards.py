@@ -129,6 +129,7 @@ class ReadStats:
     missing_embeddings: int = 0
     missing_keys: int = 0
     key_mismatches: int = 0
+    nonfinite_embeddings: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {field.name: getattr(self, field.name) for field in fields(self)}
@@ -137,6 +138,10 @@ class ReadStats:
     def skipped(self) -> int:
         """Samples dropped for any reason (truncated/unreadable shards count as one each)."""
         return sum(v for k, v in self.as_dict().items() if k not in ("shards", "samples"))
+
+
+class NoDataError(RuntimeError):
+    """A data reader that was given shards yielded no sample at all: the settings, not the data, are wrong."""
 
 
 def warn_skip(stats: ReadStats, counter: str, message: str) -> None:

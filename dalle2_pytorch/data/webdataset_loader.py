@@ -1,8 +1,10 @@
 """Decoder training data: img2dataset webdataset shards with CLIP image embeddings.
 
-Embeddings come either from inside the shards (``key.npy``) or from clip-retrieval embedding shards beside them:
-with ``shard_width=4`` the image ``00010509.jpg`` of shard ``0001.tar`` takes row 509 of ``img_emb_0001.npy``.
-Shards are split per rank (DDP) and per DataLoader worker; damaged data is skipped and counted, never fatal.
+Embeddings come either from inside the shards (``key.npy``) or from embedding files beside them, in the layouts
+:mod:`.embedding_files` reads (per shard: with ``shard_width=4`` the image ``00010509.jpg`` of shard ``0001.tar``
+takes row 509 of ``img_emb_1.npy``/``img_emb_0001.npy``; or clip-retrieval's partitions, matched by key through its
+metadata).  Shards are split per rank (DDP) and per DataLoader worker; damaged data is skipped and counted, never
+fatal, but embeddings of the wrong shape are an error, and so is a reader that yields no sample at all.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .preprocess import ImagePreprocessor, load_image, to_tensor
-from .shards import ReadStats, expand_urls, iterate_tar_samples, load_npy, shard_name, url_exists, warn_skip
+from .embedding_files import EmbeddingFiles, EmbeddingShapeError
+from .shards import NoDataError, ReadStats, expand_urls, iterate_tar_samples, shard_name, warn_skip
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 IMAGE_EMBEDDING_KEYS = ("npy", "img_emb.npy", "emb.npy")
@@ -44,38 +47,14 @@ def _decode_extra(extension: str, data: bytes) -> Any:
     return data
 
 
-class _EmbeddingShard:
-    """Rows of one external embedding file, memory-mapped; ``row(i)`` is None when missing or all zeros."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.array = load_npy(url)
-        if self.array.ndim != 2:
-            raise ValueError(f"embedding file {url!r} must hold a 2-d array (rows, dim), got shape {self.array.shape}")
-
-    def row(self, index: int) -> torch.Tensor | None:
-        if not 0 <= index < len(self.array):
-            return None
-        row = np.asarray(self.array[index], dtype=np.float32)
-        return None if not row.any() else torch.from_numpy(row.copy())
-
-
-def _embedding_url(folder: str, prefix: str, shard: str) -> str | None:
-    """``<folder>/<prefix>_<shard>.npy`` (or inside a ``<prefix>/`` subfolder, as clip-retrieval lays it out)."""
-    folder = folder.rstrip("/")
-    for candidate in (f"{folder}/{prefix}_{shard}.npy", f"{folder}/{prefix}/{prefix}_{shard}.npy"):
-        if url_exists(candidate):
-            return candidate
-    return None
-
-
 class ImageEmbeddingDataset(IterableDataset):
     """Iterable of ``(image, {"img": embedding[, "text": embedding]}, *extras)`` from webdataset shards.
 
     urls: shard URLs, brace notation allowed (``"data/{0000..0099}.tar"``).
-    embedding_folder_url: folder with ``img_emb_<shard>.npy``; None reads ``key.npy`` from inside the shards.
-    text_embedding_folder_url: folder with ``text_emb_<shard>.npy`` (may be the same folder); None: no text embedding
+    embedding_folder_url: folder with ``img_emb_<n>.npy`` (or its parent); None reads ``key.npy`` from the shards.
+    text_embedding_folder_url: folder with ``text_emb_<n>.npy`` (may be the same folder); None: no text embedding
         unless the shards hold ``key.text_emb.npy``.
+    embed_dim: the width every embedding row must have (the model's CLIP width); None: the first file's width.
     shard_width: digits of the shard number at the start of each key; the rest of the key is the embedding row.
     image_size / img_preproc: resize+centre-crop to ``image_size``, or your own ``PIL image -> tensor`` callable;
         neither: the image as stored (all images must then share a size to be batched).
@@ -90,8 +69,9 @@ class ImageEmbeddingDataset(IterableDataset):
                  text_embedding_folder_url: str | None = None, shard_width: int = 4, image_size: int | None = None,
                  img_preproc: Callable[[Image.Image], torch.Tensor] | None = None, shuffle_shards: bool = True,
                  resample: bool = False, shuffle_buffer: int = 0, extra_keys: Sequence[str] = (), seed: int = 0,
-                 rank: int | None = None, world_size: int | None = None) -> None:
+                 rank: int | None = None, world_size: int | None = None, embed_dim: int | None = None) -> None:
         super().__init__()
+        self.url_spec = urls
         self.urls = expand_urls(urls)
         if not self.urls:
             raise ValueError(f"urls={urls!r} expands to no shard")
@@ -103,9 +83,15 @@ class ImageEmbeddingDataset(IterableDataset):
             raise ValueError(f"shuffle_buffer={shuffle_buffer!r} must be an int >= 0")
         if isinstance(extra_keys, str):
             raise TypeError(f"extra_keys must be a list of extensions, got the str {extra_keys!r}")
+        if embed_dim is not None and (not isinstance(embed_dim, int) or embed_dim < 1):
+            raise ValueError(f"embed_dim={embed_dim!r} must be a positive int (the model's embedding width) or None")
         self.embedding_folder_url = embedding_folder_url
         self.text_embedding_folder_url = text_embedding_folder_url
         self.shard_width = shard_width
+        self.embed_dim = embed_dim
+        self.embedding_files = {kind: self._embedding_files(folder, prefix) for kind, folder, prefix in
+                                (("img", embedding_folder_url, "img_emb"), ("text", text_embedding_folder_url, "text_emb"))}
+        self._in_shard_width: dict[str, tuple[int, str]] = {}
         self.preprocess = img_preproc or (ImagePreprocessor(image_size=image_size) if image_size else to_tensor)
         self.shuffle_shards = shuffle_shards
         self.resample = resample
@@ -117,6 +103,28 @@ class ImageEmbeddingDataset(IterableDataset):
         self.position_batch_size = 1
         self.rank, self.world_size = self._resolve_rank(rank, world_size)
         self.stats = ReadStats()  # per process: with DataLoader workers each worker counts (and warns) for itself
+
+    def _embedding_files(self, folder: str | None, prefix: str) -> EmbeddingFiles | None:
+        """The embedding folder's files, checked now: a folder that matches no shard is an error, not an empty run."""
+        if folder is None:
+            return None
+        files = EmbeddingFiles(folder, prefix, shard_width=self.shard_width, embed_dim=self.embed_dim)
+        files.peek_width()
+        if not any(files.shard_has_file(url) for url in self.urls):
+            numbers = sorted({shard_name(url) for url in self.urls})
+            raise ValueError(f"no {prefix} file in {files.describe()} belongs to any shard of urls={self.url_spec!r} "
+                             f"(shards {numbers[0]}..{numbers[-1]}); the files must be numbered by shard, e.g. "
+                             f"{prefix}_{int(numbers[0]) if numbers[0].isdigit() else numbers[0]}.npy for "
+                             f"{numbers[0]}.tar")
+        return files
+
+    def settings(self) -> str:
+        """The data settings in words, for error messages."""
+        parts = [f"urls={self.url_spec!r} ({len(self.urls)} shards)", f"shard_width={self.shard_width}"]
+        for kind, files in self.embedding_files.items():
+            inside = f"key.{'npy' if kind == 'img' else 'text_emb.npy'} inside the shards"
+            parts.append(f"{kind} embeddings: " + (files.describe() if files is not None else inside))
+        return "; ".join(parts)
 
     @staticmethod
     def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -170,49 +178,86 @@ class ImageEmbeddingDataset(IterableDataset):
                           f"{num_workers} workers): some readers get no data", RuntimeWarning, stacklevel=2)
         yield from order[self.rank::self.world_size][worker::num_workers]
 
-    def _embedding_for(self, sample: dict[str, Any], shard: _EmbeddingShard | None,
-                       in_shard_keys: Sequence[str]) -> torch.Tensor | None:
-        if shard is None:
-            key = next((k for k in in_shard_keys if k in sample), None)
-            if key is None:
-                return None
-            array = np.load(io.BytesIO(sample[key]), allow_pickle=False)
-            return torch.from_numpy(array.astype(np.float32).reshape(-1))
-        return shard.row(int(sample["__key__"].split("/")[-1][self.shard_width:]))
-
-    def _open_embedding_shard(self, folder: str | None, prefix: str, url: str) -> _EmbeddingShard | None | bool:
-        """The shard's external embeddings, None when embeddings are read in-shard, False when the file is missing."""
-        if folder is None:
+    def _in_shard_embedding(self, kind: str, sample: dict[str, Any], url: str) -> tuple[np.ndarray, str] | None:
+        keys = IMAGE_EMBEDDING_KEYS if kind == "img" else TEXT_EMBEDDING_KEYS
+        key = next((k for k in keys if k in sample), None)
+        if key is None:
             return None
-        location = _embedding_url(folder, prefix, shard_name(url))
+        where = f"{sample['__key__']}.{key} in {url!r}"
+        array = np.load(io.BytesIO(sample[key]), allow_pickle=False)
+        if array.ndim == 0 or array.ndim > 2 or (array.ndim == 2 and array.shape[0] != 1):
+            raise EmbeddingShapeError(f"embedding {where} has shape {array.shape}; expected (width,) or (1, width)")
+        width = int(array.shape[-1])
+        if self.embed_dim is not None and width != self.embed_dim:
+            raise EmbeddingShapeError(f"embedding {where} has shape {array.shape} but the model expects width "
+                                      f"{self.embed_dim}")
+        first = self._in_shard_width.setdefault(kind, (width, where))
+        if width != first[0]:
+            raise EmbeddingShapeError(f"embedding {where} has shape {array.shape} but {first[1]}, read first, has "
+                                      f"width {first[0]}")
+        return array.astype(np.float32).reshape(-1), where
+
+    def _embedding(self, kind: str, sample: dict[str, Any], url: str,
+                   shard_files: dict[str, str | None]) -> tuple[np.ndarray, str] | None:
+        """(row, where it came from) of one embedding kind of ``sample``; None when it has none."""
+        files = self.embedding_files[kind]
+        if files is None:
+            return self._in_shard_embedding(kind, sample, url)
+        location = files.locate(shard_files[kind], sample["__key__"])
         if location is None:
-            warn_skip(self.stats, "unreadable_shards", f"no {prefix}_{shard_name(url)}.npy in {folder!r} for "
-                                                       f"shard {url!r}; the shard is skipped")
-            return False
-        try:
-            return _EmbeddingShard(location)
-        except (OSError, ValueError) as error:
-            warn_skip(self.stats, "unreadable_shards", f"embedding file {location!r} cannot be read ({error}); "
-                                                       f"shard {url!r} is skipped")
-            return False
+            return None
+        row = files.row(location)
+        return (row, f"row {location[1]} of {location[0]!r}") if row is not None else None
+
+    def _open_shard_files(self, url: str) -> dict[str, str | None] | None:
+        """Per-shard layout: each kind's embedding file for shard ``url``, opened (and shape-checked) up front.
+        None (the shard is skipped, counted) when one is missing or unreadable."""
+        found: dict[str, str | None] = {}
+        for kind, files in self.embedding_files.items():
+            found[kind] = None
+            if files is None or files.layout != "per_shard":
+                continue
+            location = files.file_for_shard(url)
+            if location is None:
+                warn_skip(self.stats, "unreadable_shards", f"no {files.prefix}_{shard_name(url)}.npy (in any zero "
+                                                           f"padding) for shard {url!r} in {files.describe()}; "
+                                                           f"the shard is skipped")
+                return None
+            try:
+                files.open(location)
+            except EmbeddingShapeError:
+                raise
+            except (OSError, ValueError) as error:
+                warn_skip(self.stats, "unreadable_shards", f"embedding file {location!r} cannot be read ({error}); "
+                                                           f"shard {url!r} is skipped")
+                return None
+            found[kind] = location
+        return found
 
     def _samples(self) -> Iterator[tuple]:
+        produced, shards_read = 0, 0
         for url in self.shards_for_this_worker():
-            image_rows = self._open_embedding_shard(self.embedding_folder_url, "img_emb", url)
-            text_rows = self._open_embedding_shard(self.text_embedding_folder_url, "text_emb", url)
-            if image_rows is False or text_rows is False:
-                continue
-            for sample in iterate_tar_samples(url, self.stats):
-                item = self._decode(sample, image_rows, text_rows, url)
-                if item is not None:
-                    self.stats.samples += 1
-                    yield item
+            shards_read += 1
+            shard_files = self._open_shard_files(url)
+            if shard_files is not None:
+                for sample in iterate_tar_samples(url, self.stats):
+                    item = self._decode(sample, shard_files, url)
+                    if item is not None:
+                        produced += 1
+                        self.stats.samples += 1
+                        yield item
+            if not produced and self.resample and shards_read >= 2 * len(self.urls) + 8:
+                break
+        if shards_read and not produced:
+            skipped = {k: v for k, v in self.stats.as_dict().items() if v and k not in ("shards", "samples")}
+            raise NoDataError(f"no sample could be read from the {shards_read} shard(s) this reader was given "
+                              f"(skipped: {skipped or 'nothing; the shards are empty'}). Data settings: "
+                              f"{self.settings()}")
 
-    def _decode(self, sample: dict[str, Any], image_rows: _EmbeddingShard | None, text_rows: _EmbeddingShard | None,
-                url: str) -> tuple | None:
+    def _decode(self, sample: dict[str, Any], shard_files: dict[str, str | None], url: str) -> tuple | None:
         key = sample["__key__"]
         name = key.split("/")[-1]
-        if image_rows is not None or text_rows is not None:
+        if any(f is not None and f.layout == "per_shard" for f in self.embedding_files.values()):
             prefix, row, shard = name[:self.shard_width], name[self.shard_width:], shard_name(url)
             if not (row.isdigit() and (not shard.isdigit() or not prefix.isdigit() or int(prefix) == int(shard))):
                 warn_skip(self.stats, "key_mismatches", f"key {name!r} in {url!r} does not start with the shard "
@@ -226,17 +271,26 @@ class ImageEmbeddingDataset(IterableDataset):
         if missing:
             warn_skip(self.stats, "missing_keys", f"sample {key!r} in {url!r} lacks {missing}")
             return None
+        kinds = ["img"]
+        if self.text_embedding_folder_url is not None or any(k in sample for k in TEXT_EMBEDDING_KEYS):
+            kinds.append("text")
+        found: dict[str, tuple[np.ndarray, str] | None] = {}
         try:
-            embeddings = {"img": self._embedding_for(sample, image_rows, IMAGE_EMBEDDING_KEYS)}
-            wants_text = self.text_embedding_folder_url is not None or any(k in sample for k in TEXT_EMBEDDING_KEYS)
-            if wants_text:
-                embeddings["text"] = self._embedding_for(sample, text_rows, TEXT_EMBEDDING_KEYS)
+            for kind in kinds:
+                found[kind] = self._embedding(kind, sample, url, shard_files)
+        except EmbeddingShapeError:
+            raise
         except (OSError, ValueError) as error:
-            embeddings = {"img": None}
-            warnings.warn(f"embedding of {key!r} in {url!r} cannot be read: {error}", RuntimeWarning, stacklevel=2)
-        if any(value is None for value in embeddings.values()):
+            warn_skip(self.stats, "missing_embeddings", f"embedding of {key!r} in {url!r} cannot be read: {error}")
+            return None
+        if any(value is None for value in found.values()):
             warn_skip(self.stats, "missing_embeddings", f"sample {key!r} in {url!r} has no embedding row")
             return None
+        for kind, (values, where) in found.items():  # type: ignore[misc]
+            if not np.isfinite(values).all():
+                warn_skip(self.stats, "nonfinite_embeddings", f"the {kind} embedding of sample {key!r} in {url!r} "
+                                                              f"({where}) holds NaN or inf")
+                return None
         try:
             image = self.preprocess(load_image(sample[image_key]))
         except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as error:
@@ -247,6 +301,7 @@ class ImageEmbeddingDataset(IterableDataset):
         except (ValueError, UnicodeDecodeError) as error:
             warn_skip(self.stats, "missing_keys", f"sample {key!r} in {url!r}: an extra key does not decode ({error})")
             return None
+        embeddings = {kind: torch.from_numpy(values) for kind, (values, _) in found.items()}  # type: ignore[misc]
         return (image, embeddings, *extras)
 
     def __iter__(self) -> Iterator[tuple]:
@@ -280,7 +335,7 @@ def create_image_embedding_dataloader(tar_url: str | Sequence[str], *, num_worke
                                       resample_shards: bool = False, image_size: int | None = None,
                                       img_preproc: Callable[[Image.Image], torch.Tensor] | None = None,
                                       extra_keys: Sequence[str] = (), seed: int = 0, pin_memory: bool = False,
-                                      drop_last: bool = False) -> DataLoader:
+                                      drop_last: bool = False, embed_dim: int | None = None) -> DataLoader:
     """A DataLoader over :class:`ImageEmbeddingDataset` yielding ``(images, {"img": (batch, dim), ...})``.
 
     ``shuffle_num``: size of the sample shuffle buffer (None or 0: no sample shuffling).  The other arguments are
@@ -294,6 +349,6 @@ def create_image_embedding_dataloader(tar_url: str | Sequence[str], *, num_worke
                                     text_embedding_folder_url=text_embeddings_url, shard_width=shard_width,
                                     image_size=image_size, img_preproc=img_preproc, shuffle_shards=shuffle_shards,
                                     resample=resample_shards, shuffle_buffer=shuffle_num or 0, extra_keys=extra_keys,
-                                    seed=seed)
+                                    seed=seed, embed_dim=embed_dim)
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
                       drop_last=drop_last, prefetch_factor=2 if num_workers > 0 else None)

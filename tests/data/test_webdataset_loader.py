@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from dalle2_pytorch.data.shards import expand_urls, shard_name
+from dalle2_pytorch.data.shards import NoDataError, expand_urls, shard_name
 from dalle2_pytorch.dataloaders import ImageEmbeddingDataset, create_image_embedding_dataloader
 
 from .shard_helpers import build_img2dataset_shards, jpeg_bytes, row_embedding, write_shard
@@ -33,8 +33,8 @@ def test_pipe_urls_stream_shards(tmp_path):
         warnings.simplefilter("error")
         assert [txt for _, _, txt in dataset] == ["00000000", "00000001", "00010000", "00010001"]
     failing = ImageEmbeddingDataset(urls="pipe:exit 3")
-    with pytest.warns(RuntimeWarning):
-        assert list(failing) == []
+    with pytest.warns(RuntimeWarning), pytest.raises(NoDataError, match="pipe:exit 3"):
+        list(failing)
     assert failing.stats.unreadable_shards == 1
 
 
@@ -117,8 +117,8 @@ def test_missing_embedding_file_and_wrong_shard_width_are_skipped(tmp_path):
         assert len(list(dataset)) == 2
     wrong_width = ImageEmbeddingDataset(urls=f"{shards}/0000.tar", embedding_folder_url=str(embeddings),
                                         shard_width=9)
-    with pytest.warns(RuntimeWarning, match="shard_width"):
-        assert list(wrong_width) == []
+    with pytest.warns(RuntimeWarning, match="shard_width"), pytest.raises(NoDataError, match="shard_width=9"):
+        list(wrong_width)
     assert wrong_width.stats.key_mismatches == 2
 
 
@@ -164,8 +164,8 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         create_image_embedding_dataloader(tar_url="x.tar", num_workers=0, batch_size=0)
     missing = ImageEmbeddingDataset(urls=str(tmp_path / "absent.tar"))
-    with pytest.warns(RuntimeWarning, match="not found"):
-        assert list(missing) == []
+    with pytest.warns(RuntimeWarning, match="not found"), pytest.raises(NoDataError, match="absent.tar"):
+        list(missing)
 
 
 def test_reads_shards_written_by_webdataset(tmp_path):
@@ -213,8 +213,8 @@ def test_corrupt_embedding_data_is_skipped(tmp_path):
         assert len(list(in_shard)) == 2  # only shard 0001's good samples
     assert in_shard.stats.missing_embeddings == 2
     external = ImageEmbeddingDataset(urls=f"{shards}/0001.tar", embedding_folder_url=str(embeddings))
-    with pytest.warns(RuntimeWarning, match="cannot be read"):
-        assert list(external) == []
+    with pytest.warns(RuntimeWarning, match="cannot be read"), pytest.raises(NoDataError, match="unreadable_shards"):
+        list(external)
     assert external.stats.unreadable_shards == 1
 
 
