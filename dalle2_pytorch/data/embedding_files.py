@@ -154,6 +154,10 @@ class EmbeddingFiles:
             return self._open[url]
         array = load_npy(url)
         self._check(url, array)
+        expected = self.rows_expected(url) if self.layout == "clip_retrieval" else None
+        if expected is not None and expected != len(array):
+            raise EmbeddingShapeError(f"{url!r} has {len(array)} rows but its metadata file has {expected}: the "
+                                      f"embeddings and metadata do not belong together")
         self._open[url] = array
         while len(self._open) > 2:
             self._open.popitem(last=False)
@@ -210,10 +214,6 @@ class EmbeddingFiles:
         """The float32 row at (file, row); None when the file is shorter or the row is all zeros (no image)."""
         url, row = location
         array = self.open(url)
-        expected = self.rows_expected(url) if self.layout == "clip_retrieval" else None
-        if expected is not None and expected != len(array):
-            raise ValueError(f"{url!r} has {len(array)} rows but its metadata file has {expected}: the embeddings "
-                             f"and metadata do not belong together")
         if not 0 <= row < len(array):
             return None
         values = np.array(array[row], dtype=np.float32)  # a copy: memory maps are read-only
