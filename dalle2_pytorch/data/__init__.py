@@ -1,12 +1,14 @@
 """Data: the built-in toy shapes set and its judge, image preprocessing, image folders, webdataset shards with
-CLIP embeddings (decoder training) and clip-retrieval embedding folders (prior training)."""
+CLIP embeddings (decoder training: per-shard or clip-retrieval embedding files) and clip-retrieval embedding folders
+(prior training)."""
 
 from dalle2_pytorch.images import resize_image_to
 
+from .embedding_files import EmbeddingShapeError
 from .image_folder import ImageFolderDataset, list_image_files
 from .preprocess import ImagePreprocessor, load_image
 from .prior_embeddings import ClipRetrievalEmbeddings, PriorEmbeddingLoader, make_splits, rank_range
-from .shards import ReadStats, expand_urls
+from .shards import NoDataError, ReadStats, expand_urls
 from .toy import ShapeSpec, ToyShapesDataset, caption_for, caption_templates, parse_caption, render_shape, vocabulary
 from .toy_judge import Judgement, faithfulness, judge_image, matches
 from .webdataset_loader import ImageEmbeddingDataset, create_image_embedding_dataloader
@@ -16,6 +18,7 @@ __all__ = [
     "judge_image", "matches", "faithfulness", "Judgement",
     "ImagePreprocessor", "load_image", "resize_image_to",
     "ImageFolderDataset", "list_image_files",
-    "ImageEmbeddingDataset", "create_image_embedding_dataloader", "expand_urls", "ReadStats",
+    "ImageEmbeddingDataset", "create_image_embedding_dataloader", "expand_urls", "ReadStats", "NoDataError",
+    "EmbeddingShapeError",
     "ClipRetrievalEmbeddings", "PriorEmbeddingLoader", "make_splits", "rank_range",
 ]

@@ -140,3 +140,25 @@ def test_resampling_broken_shards_stops_with_an_error(tmp_path):
     (tmp_path / "laion" / "00000.tar").write_bytes(b"not a tar")
     with pytest.warns(RuntimeWarning), pytest.raises(NoDataError, match="out"):
         next(iter(dataset))
+
+
+def test_clip_retrieval_layout_with_workers_and_fsspec(tmp_path):
+    from dalle2_pytorch.data.webdataset_loader import create_image_embedding_dataloader
+
+    keys = _laion(tmp_path, shards=3)
+    write_clip_retrieval_output(tmp_path / "emb", keys, partitions=2)
+    loader = create_image_embedding_dataloader(f"{tmp_path}/laion/{{00000..00002}}.tar", num_workers=2,
+                                               batch_size=3, embeddings_url=str(tmp_path / "emb" / "img_emb"),
+                                               shard_width=5, extra_keys=("txt",))
+    seen = {caption.split()[-1]: emb for _, embeds, captions in loader for caption, emb in zip(captions, embeds["img"])}
+    assert sorted(seen) == sorted(keys) and all(torch.equal(v, _expected(k)) for k, v in seen.items())
+
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    for path in (tmp_path / "emb").rglob("*.*"):
+        memory.pipe(f"/real-layout/{path.relative_to(tmp_path)}", path.read_bytes())
+    remote = ImageEmbeddingDataset(f"{tmp_path}/laion/00001.tar", embedding_folder_url="memory://real-layout/emb",
+                                   shard_width=5, extra_keys=("json",))
+    assert remote.embedding_files["img"].layout == "clip_retrieval"
+    assert sorted(_read_all(remote)) == [k for k in sorted(keys) if k.startswith("00001")]
+    memory.rm("/real-layout", recursive=True)
