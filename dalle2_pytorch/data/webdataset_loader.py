@@ -89,8 +89,8 @@ class ImageEmbeddingDataset(IterableDataset):
         self.text_embedding_folder_url = text_embedding_folder_url
         self.shard_width = shard_width
         self.embed_dim = embed_dim
-        self.embedding_files = {kind: self._embedding_files(folder, prefix) for kind, folder, prefix in
-                                (("img", embedding_folder_url, "img_emb"), ("text", text_embedding_folder_url, "text_emb"))}
+        self.embedding_files = {"img": self._embedding_files(embedding_folder_url, "img_emb"),
+                                "text": self._embedding_files(text_embedding_folder_url, "text_emb")}
         self._in_shard_width: dict[str, tuple[int, str]] = {}
         self.preprocess = img_preproc or (ImagePreprocessor(image_size=image_size) if image_size else to_tensor)
         self.shuffle_shards = shuffle_shards
