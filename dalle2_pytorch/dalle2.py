@@ -25,7 +25,7 @@ from dalle2_pytorch.images import to_pil_images
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.pipeline_files import (COMPONENTS, PIPELINE_FILE, SamplingDefaults, find_layout,
                                            pipeline_file_contents, read_legacy_sampling, read_pipeline_file)
-from dalle2_pytorch.serialization import PretrainedMixin, resolve_class, save_json
+from dalle2_pytorch.serialization import PretrainedMixin, register_to_config, resolve_class, save_json
 
 TextInput = Union[str, Sequence[str], torch.Tensor]
 
@@ -65,6 +65,7 @@ class DALLE2(PretrainedMixin, nn.Module):
     pipeline with ``DALLE2(prior=..., decoder=..., sampling=SamplingDefaults(...)).save_pretrained(dir)``.
     """
 
+    @register_to_config(exclude=("sampling",))  # the sampling defaults are saved in pipeline.json
     def __init__(self, *, prior: DiffusionPrior, decoder: Decoder, prior_num_samples: int = 2,
                  sampling: Optional[Union[SamplingDefaults, Mapping[str, Any]]] = None) -> None:
         super().__init__()
@@ -80,7 +81,6 @@ class DALLE2(PretrainedMixin, nn.Module):
                              "with clip=")
         if isinstance(prior_num_samples, bool) or not isinstance(prior_num_samples, int) or prior_num_samples < 1:
             raise ValueError(f"prior_num_samples={prior_num_samples!r}: expected a positive int")
-        self._register_config(prior=prior, decoder=decoder, prior_num_samples=prior_num_samples)
         self.prior = prior
         self.decoder = decoder
         self.prior_num_samples = prior_num_samples

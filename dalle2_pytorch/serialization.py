@@ -1,8 +1,8 @@
 """Safe, atomic persistence: JSON configs beside safetensors weights.
 
-Every model that a checkpoint must rebuild mixes in :class:`PretrainedMixin`.  Its
-constructor calls ``self._register_config(...)`` with the keyword arguments it was given;
-``save_pretrained(dir)`` writes ``config.json`` (the class, the format version and those
+Every model that a checkpoint must rebuild mixes in :class:`PretrainedMixin` and decorates its
+``__init__`` with :func:`register_to_config` (from :mod:`dalle2_pytorch.init_config`), which records the
+arguments of the call with the signature's defaults filled in; ``save_pretrained(dir)`` writes ``config.json`` (the class, the format version and those
 arguments, with nested models written as nested configs) and ``model.safetensors`` (the
 state dict).  ``from_pretrained(dir)`` rebuilds the object from the config and loads the
 weights.  Nothing is ever unpickled, and every file is written to a temporary name,
@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dalle2_pytorch.atomic import atomic_write_bytes, atomic_write_with
+from dalle2_pytorch.init_config import override_config, register_to_config
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -148,17 +149,27 @@ def resolve_class(path: str) -> type:
 class PretrainedMixin:
     """``save_pretrained``/``from_pretrained`` for an ``nn.Module`` built from keyword arguments.
 
-    Call ``self._register_config(key=value, ...)`` in ``__init__`` with every argument needed to
-    rebuild the object (nested models are fine).  The weights are the module's ``state_dict``.
+    Decorate ``__init__`` with ``@register_to_config``: the arguments of the call (nested models are fine)
+    are what rebuilds the object; ``self.override_config(name=value)`` inside ``__init__`` replaces one.
+    The weights are the module's ``state_dict``.
     """
 
     _config: dict[str, Any]
 
+    def override_config(self, **values: Any) -> None:
+        """Inside a ``@register_to_config`` constructor: record ``values`` instead of the arguments given."""
+        override_config(self, **values)
+
     def _register_config(self, **kwargs: Any) -> None:
+        """Set the whole config by hand: only for wrappers whose config is not their signature (CLIP adapters
+        that record an optional ``model`` only when one was given)."""
         self._config = dict(kwargs)
 
     @property
     def config(self) -> dict[str, Any]:
+        if "_config" not in self.__dict__:
+            raise TypeError(f"{type(self).__name__} recorded no config: decorate its __init__ with "
+                            "@register_to_config")
         return {key: _encode(value) for key, value in self._config.items()}
 
     @classmethod

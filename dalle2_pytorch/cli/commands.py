@@ -10,7 +10,7 @@ from pathlib import Path
 def demo(args: argparse.Namespace) -> int:
     from dalle2_pytorch.train.demo import run_demo
 
-    summary = run_demo(args.preset, args.out, retrain=args.retrain, threads=args.threads)
+    summary = run_demo(args.config or args.preset, args.out, retrain=args.retrain, threads=args.threads)
     return 0 if summary["num_images"] else 1
 
 
@@ -48,8 +48,8 @@ def images_config(folder: str, image_size: int, steps: int | None, out: str | No
         "kind": "decoder",
         "model": {"unconditional": True, "image_sizes": [image_size // 2, image_size], "timesteps": 1000,
                   "learned_variance": False, "predict_v": True, "sample_timesteps": 50,
-                  "unets": [{"dim": 32, "dim_mults": [1, 2, 4], "num_resnet_blocks": 1, "attn_heads": 4},
-                            {"dim": 32, "dim_mults": [1, 2, 4], "num_resnet_blocks": 1, "attn_heads": 4}]},
+                  "unet": [{"dim": 32, "dim_mults": [1, 2, 4], "num_resnet_blocks": 1, "attn_heads": 4},
+                           {"dim": 32, "dim_mults": [1, 2, 4], "num_resnet_blocks": 1, "attn_heads": 4}]},
         "data": {"source": "image_folder", "path": folder, "image_size": image_size, "random_flip": True,
                  "batch_size": 16},
         "trainer": {"lr": 3e-4, "epochs": 3 if steps is None else 10 ** 9, "max_steps": steps, "ema_beta": 0.995},
@@ -112,8 +112,15 @@ def embed(args: argparse.Namespace) -> int:
 
 
 def config_validate(args: argparse.Namespace) -> int:
+    from dalle2_pytorch.train.config_base import read_config_file
     from dalle2_pytorch.train.configs import load_train_config
 
+    if read_config_file(args.file).get("kind") == "demo":
+        from dalle2_pytorch.train.demo import load_demo
+
+        load_demo(args.file)
+        print(f"{args.file}: valid demo config (and its stage configs)")
+        return 0
     config = load_train_config(args.file)
     print(f"{args.file}: valid {config.kind} config")
     return 0

@@ -28,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = command("demo", help="train CLIP, prior and a two-unet decoder on the toy set, then generate")
     demo.add_argument("--preset", choices=["tiny", "small"], default="small",
-                      help="tiny: seconds, a smoke test; small (default): minutes, faithful images")
+                      help="tiny: seconds, a smoke test; small (default): minutes, faithful images "
+                           "(configs/toy_tiny_demo.json, configs/toy_demo.json)")
+    demo.add_argument("--config", default=None, help="a demo config file instead of a preset (it names one "
+                      "training config per stage, e.g. configs/toy_demo.json)")
     demo.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     demo.add_argument("--retrain", action="store_true", help="retrain every stage even if a checkpoint exists")
     demo.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for these "

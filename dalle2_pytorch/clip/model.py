@@ -28,7 +28,7 @@ from dalle2_pytorch.clip.losses import contrastive_loss, filip_similarity
 from dalle2_pytorch.clip.mlm import MaskedLanguageModel
 from dalle2_pytorch.clip.outputs import EmbeddedImage, EmbeddedText
 from dalle2_pytorch.clip.visual_ssl import VISUAL_SSL_TYPES, VisualSelfSupervision
-from dalle2_pytorch.serialization import PretrainedMixin
+from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
 
 MAX_LOGIT_SCALE = 100.0
 
@@ -42,6 +42,7 @@ def _check_positive_ints(**values: int) -> None:
 class CLIP(PretrainedMixin, nn.Module):
     """Contrastive text-image model; ``clip(text, image, return_loss=True)`` gives the training loss."""
 
+    @register_to_config
     def __init__(
         self,
         *,
@@ -90,17 +91,6 @@ class CLIP(PretrainedMixin, nn.Module):
         if self.text_ssl_loss_weight + self.image_ssl_loss_weight >= 1:
             raise ValueError("text_ssl_loss_weight + image_ssl_loss_weight must be below 1 (the rest weighs the "
                              f"contrastive loss), got {self.text_ssl_loss_weight} + {self.image_ssl_loss_weight}")
-        self._register_config(
-            dim_text=dim_text, dim_image=dim_image, dim_latent=dim_latent, num_text_tokens=num_text_tokens,
-            text_enc_depth=text_enc_depth, text_seq_len=text_seq_len, text_heads=text_heads,
-            text_dim_head=text_dim_head, visual_enc_depth=visual_enc_depth, visual_heads=visual_heads,
-            visual_dim_head=visual_dim_head, visual_image_size=visual_image_size,
-            visual_patch_size=visual_patch_size, visual_patch_dropout=visual_patch_dropout, channels=channels,
-            use_all_token_embeds=use_all_token_embeds,
-            decoupled_contrastive_learning=decoupled_contrastive_learning,
-            extra_latent_projection=extra_latent_projection, use_mlm=use_mlm,
-            text_ssl_loss_weight=text_ssl_loss_weight, use_visual_ssl=use_visual_ssl,
-            visual_ssl_type=visual_ssl_type, image_ssl_loss_weight=image_ssl_loss_weight)
 
         self.dim_text, self.dim_image, self.dim_latent = dim_text, dim_image, dim_latent
         self.num_text_tokens, self.text_seq_len = num_text_tokens, text_seq_len

@@ -24,7 +24,7 @@ from dalle2_pytorch.decoder.cascade_config import (build_stage_settings, configu
 from dalle2_pytorch.decoder.conditions import DecoderConditions
 from dalle2_pytorch.decoder.lowres import LowresConditioner, resize_image_to
 from dalle2_pytorch.diffusion import LOSS_TYPES, NoiseSchedule
-from dalle2_pytorch.serialization import PretrainedMixin
+from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
 from dalle2_pytorch.validation import check_choice, check_positive_int, check_range, is_int, strict_keywords
 
 _REMOVED_KEYWORDS = {
@@ -108,6 +108,7 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
     frozen_submodules = ("clip", "vaes")   # never in training mode
 
     @strict_keywords(_REMOVED_KEYWORDS)
+    @register_to_config
     def __init__(self, unet: Union[nn.Module, Sequence[nn.Module]], *, clip: Optional[nn.Module] = None,
                  image_size: Optional[int] = None, image_sizes: Optional[Sequence[int]] = None, channels: int = 3,
                  vae: Sequence[Optional[nn.Module]] = (), timesteps: Union[int, Sequence[int]] = 1000,
@@ -124,7 +125,6 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
                  blur_kernel_size: Any = 3, lowres_noise_sample_level: float = 0.2,
                  ddim_sampling_eta: float = 0.0) -> None:
         super().__init__()
-        config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         unets = tuple(unet) if isinstance(unet, (tuple, list, nn.ModuleList)) else (unet,)
         if not unets:
             raise ValueError("unet: give at least one Unet")
@@ -185,9 +185,8 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
             lowres_noise_sample_level=float(lowres_noise_sample_level), ddim_sampling_eta=float(ddim_sampling_eta))
         self.can_classifier_guidance = image_cond_drop_prob > 0 or text_cond_drop_prob > 0
 
-        config.update(unet=tuple(self.unets), clip=self.clip,
-                      vae=tuple(v if is_latent_vae(v) else None for v in self.vaes))
-        self._register_config(**config)
+        self.override_config(unet=tuple(self.unets), clip=self.clip,
+                             vae=tuple(v if is_latent_vae(v) else None for v in self.vaes))
 
     # ------------------------------------------------------------------ small helpers
     @property

@@ -10,7 +10,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..diffusion.guidance import classifier_free_guidance
-from ..serialization import PretrainedMixin
+from ..init_config import lists_as_tuples
+from ..serialization import PretrainedMixin, register_to_config
 from .attention import FullSelfAttention, LinearSelfAttention, WindowSelfAttention
 from .blocks import (CrossEmbedLayer, Downsample, DownLevel, NearestUpsample, PixelShuffleUpsample, ResnetBlock,
                      UpLevel, UpsampleCombiner)
@@ -77,6 +78,7 @@ class Unet(PretrainedMixin, nn.Module):
     """
 
     @strict_keywords(hints=_REMOVED)
+    @register_to_config(convert=lists_as_tuples)
     def __init__(
         self,
         dim: int,
@@ -124,7 +126,6 @@ class Unet(PretrainedMixin, nn.Module):
                   if k not in ("self", "__class__")}
         super().__init__()
         check_constructor_args(config)
-        self._register_config(**config)
         dim_mults = tuple(dim_mults)
         num_levels = len(dim_mults)
         self.channels, self.channels_out = channels, channels_out if channels_out is not None else channels

@@ -24,7 +24,7 @@ from dalle2_pytorch.clip.conditioning import (FrozenClipMixin, check_embedding, 
                                               frozen_clip_adapter, resolve_embed_dim)
 from dalle2_pytorch.prior.conditioning import embed_image, embed_text, rerank_by_text_similarity
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
-from dalle2_pytorch.serialization import PretrainedMixin
+from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
 
 
 class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
@@ -52,6 +52,7 @@ class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
         image_embed_scale: the embedding's scale in diffusion space (default √image_embed_dim).
     """
 
+    @register_to_config
     def __init__(self, net: DiffusionPriorNetwork, *, clip: Any = None, image_embed_dim: int | None = None,
                  timesteps: int = 1000, sample_timesteps: int | None = None, cond_drop_prob: float = 0.0,
                  text_cond_drop_prob: float | None = None, image_cond_drop_prob: float | None = None,
@@ -63,14 +64,6 @@ class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
         super().__init__()
         if not isinstance(net, DiffusionPriorNetwork):
             raise TypeError(f"net must be a DiffusionPriorNetwork, got {type(net).__name__}")
-        self._register_config(
-            net=net, clip=clip, image_embed_dim=image_embed_dim, timesteps=timesteps,
-            sample_timesteps=sample_timesteps, cond_drop_prob=cond_drop_prob, text_cond_drop_prob=text_cond_drop_prob,
-            image_cond_drop_prob=image_cond_drop_prob, loss_type=loss_type, predict_x_start=predict_x_start,
-            predict_v=predict_v, beta_schedule=beta_schedule, condition_on_text_encodings=condition_on_text_encodings,
-            sampling_clamp_l2norm=sampling_clamp_l2norm, sampling_final_clamp_l2norm=sampling_final_clamp_l2norm,
-            training_clamp_l2norm=training_clamp_l2norm, init_image_embed_l2norm=init_image_embed_l2norm,
-            image_embed_scale=image_embed_scale)
 
         self.clip = frozen_clip_adapter(clip)
         self.image_embed_dim = resolve_embed_dim(self.clip, image_embed_dim)

@@ -18,7 +18,7 @@ from dalle2_pytorch.diffusion import diffusion_loss
 from dalle2_pytorch.diffusion.losses import check_loss_type
 from dalle2_pytorch.clip.conditioning import FrozenClipMixin, frozen_clip_adapter, resolve_embed_dim
 from dalle2_pytorch.prior.conditioning import embed_image, embed_text
-from dalle2_pytorch.serialization import PretrainedMixin
+from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
 
 
 class LinearPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
@@ -33,11 +33,10 @@ class LinearPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
             so the two losses are on the same footing).
     """
 
+    @register_to_config
     def __init__(self, *, clip: Any = None, image_embed_dim: int | None = None, hidden_dim: int | None = None,
                  loss_type: str = "l2", image_embed_scale: float | None = None) -> None:
         super().__init__()
-        self._register_config(clip=clip, image_embed_dim=image_embed_dim, hidden_dim=hidden_dim,
-                              loss_type=loss_type, image_embed_scale=image_embed_scale)
         self.clip = frozen_clip_adapter(clip)
         self.image_embed_dim = dim = resolve_embed_dim(self.clip, image_embed_dim)
         self.loss_type = check_loss_type(loss_type)

@@ -25,7 +25,7 @@ from dalle2_pytorch.clip.conditioning import check_embedding, check_text_encodin
 from dalle2_pytorch.diffusion.guidance import classifier_free_guidance, condition_keep_mask as keep_mask
 from dalle2_pytorch.prior.layers import SinusoidalTimeEmbedding
 from dalle2_pytorch.prior.transformer import CausalTransformer
-from dalle2_pytorch.serialization import PretrainedMixin
+from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
 
 
 def _check_positive_int(name: str, value: object, minimum: int = 1) -> None:
@@ -88,6 +88,7 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
         cosine_sim_scale: the logit scale (inverse temperature) of cosine-similarity attention.
     """
 
+    @register_to_config
     def __init__(self, dim: int, *, depth: int, dim_head: int = 64, heads: int = 8, ff_mult: float = 4,
                  num_timesteps: int | None = None, num_time_embeds: int = 1, num_image_embeds: int = 1,
                  num_text_embeds: int = 1, max_text_len: int = 256, self_cond: bool = False,
@@ -108,12 +109,6 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
             raise ValueError(f"ff_mult must be > 0, got {ff_mult!r}")
         _check_probability("attn_dropout", attn_dropout)
         _check_probability("ff_dropout", ff_dropout)
-        self._register_config(
-            dim=dim, depth=depth, dim_head=dim_head, heads=heads, ff_mult=ff_mult, num_timesteps=num_timesteps,
-            num_time_embeds=num_time_embeds, num_image_embeds=num_image_embeds, num_text_embeds=num_text_embeds,
-            max_text_len=max_text_len, self_cond=self_cond, norm_in=norm_in, norm_out=norm_out,
-            attn_dropout=attn_dropout, ff_dropout=ff_dropout, final_proj=final_proj, normformer=normformer,
-            rotary_emb=rotary_emb, cosine_sim=cosine_sim, cosine_sim_scale=cosine_sim_scale)
 
         self.dim = dim
         self.max_text_len = max_text_len

@@ -14,7 +14,7 @@ _EXPORTS = {
     "VaeTrainConfig": "dalle2_pytorch.train.configs",
     "ConfigError": "dalle2_pytorch.train.config_base",
     "run_demo": "dalle2_pytorch.train.demo",
-    "PRESETS": "dalle2_pytorch.train.demo_presets",
+    "PRESETS": "dalle2_pytorch.train.demo",
 }
 __all__ = list(_EXPORTS)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,11 +25,41 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-def describe_validation_error(error: ValidationError, source: str) -> str:
+def section_types(annotation: Any) -> list[type[StrictModel]]:
+    """The config sections an annotation may hold (through Optional, Union and list)."""
+    if isinstance(annotation, type) and issubclass(annotation, StrictModel):
+        return [annotation]
+    return [found for arg in typing.get_args(annotation) for found in section_types(arg)]
+
+
+def _names_at(root: type[StrictModel] | None, path: tuple) -> list[str]:
+    """Every field name the section(s) at ``path`` accept (list indices and union tags are stepped over)."""
+    if root is None:
+        return []
+    sections = [root]
+    for part in path:
+        if isinstance(part, int):
+            continue
+        found = [s.model_fields[part] for s in sections if part in s.model_fields]
+        if found:
+            sections = [t for field in found for t in section_types(field.annotation)]
+        else:  # a union's tag (e.g. 'toy' in data.toy.colour): keep the sections that have that tag
+            tagged = [s for s in sections if any(f.default == part for f in s.model_fields.values())]
+            sections = tagged or sections
+    return sorted({name for s in sections for name in s.model_fields})
+
+
+def describe_validation_error(error: ValidationError, source: str, root: type[StrictModel] | None = None) -> str:
+    """One line naming each bad field; an unknown field also gets the close names the section accepts."""
     lines = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = "unknown field (not allowed here)" if item["type"] == "extra_forbidden" else item["msg"]
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (not allowed here)"
+            close = difflib.get_close_matches(str(item["loc"][-1]), _names_at(root, item["loc"][:-1]), n=3)
+            if close:
+                message += f"; did you mean {' or '.join(map(repr, close))}?"
         got = item.get("input")
         shown = "" if item["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{field}: {message}{shown}")
@@ -67,7 +99,7 @@ def validate_config(cls: type[T], data: dict[str, Any], source: str = "config") 
     try:
         return cls.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, source)) from None
+        raise ConfigError(describe_validation_error(error, source, cls)) from None
 
 
 def load_config(cls: type[T], path: str | os.PathLike) -> T:

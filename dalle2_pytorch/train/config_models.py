@@ -1,16 +1,106 @@
-"""The ``model`` section of each training config; ``create()`` builds the model (keywords as the constructors')."""
+"""The ``model`` section of each training config: exactly the keyword arguments of the model's constructor.
+
+Nothing here restates a keyword: each section is derived from a constructor's signature
+(:func:`keyword_section`), with its defaults and, for ``dalle2 config show``, the descriptions of its docstring.
+Values are checked for their JSON type here and for everything else by the constructor itself when ``create()``
+builds the model.  Only what a JSON file cannot hold is spelled differently: a CLIP is named by a
+:class:`ClipSource`, nested models by their own keyword sections, and a decoder's VAE per unet by a checkpoint folder
+or VQGanVAE keywords.
+"""
 
 from __future__ import annotations
 
+import collections.abc
+import inspect
+import types
+import typing
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, create_model
 
+from dalle2_pytorch.clip.model import CLIP
+from dalle2_pytorch.decoder.decoder import Decoder
+from dalle2_pytorch.decoder.unet import Unet
+from dalle2_pytorch.init_config import init_argument_docs, init_parameters
+from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
+from dalle2_pytorch.prior.network import DiffusionPriorNetwork
 from dalle2_pytorch.train.config_base import StrictModel
+from dalle2_pytorch.vae.vqgan_vae import VQGanVAE
 
-BetaSchedule = Literal["cosine", "linear", "quadratic", "sigmoid", "jsd"]
-LossType = Literal["l1", "l2", "huber"]
+_JSON_SCALARS = (int, float, bool, str, type(None))
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of ``cls.__init__`` (an annotation that does not resolve counts as Any)."""
+    function = inspect.unwrap(cls.__init__)
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - a name only imported for type checking: resolve one by one
+        hints = {}
+        for name, annotation in function.__annotations__.items():
+            try:
+                hints[name] = eval(annotation, function.__globals__) if isinstance(annotation, str) else annotation
+            except Exception:  # noqa: BLE001
+                hints[name] = Any
+        return hints
+
+
+def json_type(hint: Any) -> Any:
+    """The JSON-side type of a constructor annotation: scalars, lists and unions of them; anything else is Any
+    (the constructor checks it)."""
+    if hint in _JSON_SCALARS or hint is None:
+        return hint
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return hint
+    if origin in (Union, types.UnionType):
+        mapped = [json_type(a) for a in args]
+        return Any if Any in mapped else Union[tuple(mapped)]
+    if origin in (list, tuple, collections.abc.Sequence) and args:
+        inner = [a for a in args if a is not Ellipsis]
+        item = json_type(inner[0]) if len(set(inner)) == 1 else Any
+        return collections.abc.Sequence[item]  # JSON lists; tuple defaults stay as they are
+    return Any
+
+
+class ModelSection(StrictModel):
+    """A model section: the constructor's keywords; ``create()`` builds the model."""
+
+    target: ClassVar[type]
+
+    def keywords(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The constructor's keyword arguments (nested sections built into models)."""
+        return {name: _build(getattr(self, name)) for name in type(self).model_fields if name not in exclude}
+
+    def create(self):
+        return self.target(**self.keywords())
+
+
+def _build(value: Any) -> Any:
+    if isinstance(value, (ModelSection, ClipSource)):
+        return value.create()
+    if isinstance(value, list):
+        return [_build(v) for v in value]
+    return value
+
+
+def keyword_section(cls: type, *, special: Optional[dict[str, tuple[Any, Any]]] = None) -> type[ModelSection]:
+    """A :class:`ModelSection` with one field per keyword of ``cls.__init__`` (same name, default, docstring).
+
+    ``special`` gives (type, pydantic Field) for the keywords whose JSON form is not their Python value."""
+    special = special or {}
+    hints, docs = _hints(cls), init_argument_docs(cls)
+    fields: dict[str, Any] = {}
+    for name, parameter in init_parameters(cls).items():
+        if name in special:
+            fields[name] = special[name]
+            continue
+        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        fields[name] = (json_type(hints.get(name, Any)), Field(default, description=docs.get(name)))
+    section = create_model(f"{cls.__name__}Keywords", __base__=ModelSection, **fields)
+    section.target = cls
+    return section
 
 
 class ClipSource(StrictModel):
@@ -28,8 +118,6 @@ class ClipSource(StrictModel):
         if self.kind == "builtin":
             if not self.path:
                 raise ValueError("model.clip.path is required with kind='builtin' (a folder from `dalle2 train clip`)")
-            from dalle2_pytorch.clip.model import CLIP
-
             if not (Path(self.path) / "config.json").is_file():
                 raise ValueError(f"model.clip.path={self.path!r} holds no saved CLIP (config.json missing)")
             return adapters.BuiltinClipAdapter(CLIP.from_pretrained(self.path))
@@ -40,153 +128,55 @@ class ClipSource(StrictModel):
         return adapters.HFClipAdapter(self.name or "openai/clip-vit-base-patch32")
 
 
-class ClipModelConfig(StrictModel):
-    """A trainable CLIP (see :class:`dalle2_pytorch.CLIP`)."""
-
-    dim_text: int = 512
-    dim_image: int = 512
-    dim_latent: int = 512
-    num_text_tokens: int = Field(49408, description="vocabulary size; 49408 fits the bundled CLIP tokenizer")
-    text_enc_depth: int = 6
-    text_seq_len: int = Field(77, description="tokens per caption (longer captions are cut)")
-    text_heads: int = 8
-    text_dim_head: int = 64
-    visual_enc_depth: int = 6
-    visual_heads: int = 8
-    visual_dim_head: int = 64
-    visual_image_size: int = 256
-    visual_patch_size: int = 32
-    visual_patch_dropout: float = 0.5
-    use_all_token_embeds: bool = False
-    decoupled_contrastive_learning: bool = False
-    extra_latent_projection: bool = False
-    use_mlm: bool = False
-    use_visual_ssl: bool = False
-    visual_ssl_type: Literal["simsiam", "simclr"] = "simsiam"
-
-    def create(self):
-        from dalle2_pytorch.clip.model import CLIP
-
-        return CLIP(**self.model_dump())
+_CLIP_FIELD = (Optional[ClipSource], Field(None, description="a CLIP to embed raw text/images (optional with "
+                                                             "precomputed embeddings)"))
 
 
-class PriorNetworkConfig(StrictModel):
-    dim: int = Field(512, description="must equal the CLIP embedding width")
-    depth: int = 6
-    dim_head: int = 64
-    heads: int = 8
-    ff_mult: float = 4
-    num_timesteps: Optional[int] = None
-    max_text_len: int = 77
-    self_cond: bool = False
-    norm_in: bool = False
-    norm_out: bool = True
-    attn_dropout: float = 0.0
-    ff_dropout: float = 0.0
-    final_proj: bool = True
-    normformer: bool = False
-    rotary_emb: bool = True
+class ClipModelConfig(keyword_section(CLIP)):
+    """A trainable CLIP: the keywords of :class:`dalle2_pytorch.CLIP`."""
 
 
-class PriorModelConfig(StrictModel):
-    """A :class:`DiffusionPrior` and its network."""
+class VaeModelConfig(keyword_section(VQGanVAE)):
+    """A VQGAN-VAE (latent diffusion's autoencoder): the keywords of :class:`dalle2_pytorch.VQGanVAE`."""
 
-    net: PriorNetworkConfig = PriorNetworkConfig()
-    clip: Optional[ClipSource] = Field(None, description="needed to train from raw text/images; not for embeddings")
-    image_embed_dim: Optional[int] = Field(None, description="embedding width when there is no clip")
-    timesteps: int = 1000
-    sample_timesteps: Optional[int] = 64
-    cond_drop_prob: float = 0.1
-    loss_type: LossType = "l2"
-    predict_x_start: bool = True
-    predict_v: bool = False
-    beta_schedule: BetaSchedule = "cosine"
-    condition_on_text_encodings: bool = False
-    sampling_clamp_l2norm: bool = False
-    sampling_final_clamp_l2norm: bool = False
-    training_clamp_l2norm: bool = False
+
+class PriorNetworkConfig(keyword_section(DiffusionPriorNetwork)):
+    """The prior's network: the keywords of :class:`DiffusionPriorNetwork`."""
+
+
+class PriorModelConfig(keyword_section(DiffusionPrior, special={
+        "net": (PriorNetworkConfig, Field(description="the DiffusionPriorNetwork's keywords")),
+        "clip": _CLIP_FIELD})):
+    """A :class:`DiffusionPrior`: its keywords, with ``net`` the network's keywords."""
+
+
+class UnetConfig(keyword_section(Unet)):
+    """One unet of the decoder cascade: the keywords of :class:`dalle2_pytorch.Unet`."""
+
+
+def _vae_from_entry(entry: Union[VaeModelConfig, str, None], index: int):
+    if entry is None or isinstance(entry, VaeModelConfig):
+        return None if entry is None else entry.create()
+    if not (Path(entry) / "config.json").is_file():
+        raise ValueError(f"model.vae.{index}={entry!r} holds no saved VQGanVAE (config.json missing): give a folder "
+                         "written by save_pretrained (e.g. <run>/latest/model of `dalle2 train vae`)")
+    return VQGanVAE.from_pretrained(entry).eval()
+
+
+class DecoderModelConfig(keyword_section(Decoder, special={
+        "unet": (list[UnetConfig], Field(min_length=1, description="one Unet's keywords per unet, lowest first")),
+        "clip": _CLIP_FIELD,
+        "vae": (list[Union[VaeModelConfig, str, None]], Field(
+            default_factory=list, description="per unet, from the first: null (pixels), a VQGanVAE checkpoint "
+                                              "folder (save_pretrained), or VQGanVAE keywords"))})):
+    """A :class:`Decoder` cascade: its keywords, with ``unet`` a list of Unet keywords (one per unet)."""
 
     def create(self):
-        from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
-        from dalle2_pytorch.prior.network import DiffusionPriorNetwork
-
-        options = self.model_dump(exclude={"net", "clip"})
-        clip = self.clip.create() if self.clip is not None else None
-        return DiffusionPrior(DiffusionPriorNetwork(**self.net.model_dump()), clip=clip, **options)
+        keywords = self.keywords(exclude=("vae",))
+        keywords["vae"] = tuple(_vae_from_entry(entry, i) for i, entry in enumerate(self.vae))
+        keywords["unet"] = tuple(keywords["unet"])
+        return Decoder(**keywords)
 
 
-class UnetConfig(StrictModel):
-    """One unet of the decoder cascade (see :class:`dalle2_pytorch.Unet`)."""
-
-    dim: int = 128
-    dim_mults: tuple[int, ...] = (1, 2, 4, 8)
-    image_embed_dim: Optional[int] = Field(None, description="CLIP embedding width (unet 1 of a conditional decoder)")
-    text_embed_dim: Optional[int] = None
-    cond_dim: Optional[int] = None
-    cond_on_text_encodings: bool = False
-    max_text_len: int = 77
-    self_attn: Union[bool, tuple[bool, ...]] = False
-    attn_dim_head: int = 32
-    attn_heads: int = 16
-    num_resnet_blocks: Union[int, tuple[int, ...]] = 2
-    resnet_groups: Union[int, tuple[int, ...]] = 8
-    memory_efficient: bool = False
-    self_cond: bool = False
-    checkpoint_during_training: bool = False
-
-    def create(self):
-        from dalle2_pytorch.decoder.unet import Unet
-
-        return Unet(**self.model_dump())
-
-
-class DecoderModelConfig(StrictModel):
-    """A :class:`Decoder` cascade: one entry of ``unets`` (and of ``image_sizes``) per stage, lowest first."""
-
-    unets: list[UnetConfig] = Field(default_factory=lambda: [UnetConfig()], min_length=1)
-    image_sizes: list[int] = Field(default_factory=lambda: [64], min_length=1)
-    clip: Optional[ClipSource] = Field(None, description="to embed images on the fly (else data must carry them)")
-    unconditional: bool = False
-    channels: int = 3
-    timesteps: int = 1000
-    sample_timesteps: Optional[int] = Field(None, description="DDIM steps when sampling (None: all, ancestral)")
-    loss_type: LossType = "l2"
-    beta_schedule: Optional[BetaSchedule] = None
-    predict_x_start: bool = False
-    predict_v: bool = False
-    learned_variance: bool = True
-    image_cond_drop_prob: float = 0.1
-    text_cond_drop_prob: float = 0.5
-    condition_on_text_encodings: Optional[bool] = None
-
-    def create(self):
-        from dalle2_pytorch.decoder.decoder import Decoder
-
-        if len(self.unets) != len(self.image_sizes):
-            raise ValueError(f"model.image_sizes has {len(self.image_sizes)} entries but model.unets has "
-                             f"{len(self.unets)}; give one size per unet")
-        options = self.model_dump(exclude={"unets", "clip", "image_sizes"})
-        clip = self.clip.create() if self.clip is not None else None
-        return Decoder(unet=tuple(u.create() for u in self.unets), clip=clip, image_sizes=tuple(self.image_sizes),
-                       **options)
-
-
-class VaeModelConfig(StrictModel):
-    """A :class:`VQGanVAE` (latent diffusion's autoencoder)."""
-
-    dim: int = 64
-    image_size: int = 256
-    channels: int = 3
-    layers: int = 4
-    vae_type: Literal["resnet", "vit"] = "resnet"
-    vq_codebook_dim: int = 256
-    vq_codebook_size: int = 512
-    l2_recon_loss: bool = False
-    use_vgg_and_gan: bool = True
-    attn_heads: int = 8
-    attn_dim_head: int = 64
-
-    def create(self):
-        from dalle2_pytorch.vae.vqgan_vae import VQGanVAE
-
-        return VQGanVAE(**self.model_dump())
+SECTIONS: dict[str, type[ModelSection]] = {
+    "clip": ClipModelConfig, "prior": PriorModelConfig, "decoder": DecoderModelConfig, "vae": VaeModelConfig}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dalle2_pytorch.train.config_base import StrictModel
 
@@ -21,6 +21,9 @@ class ToyData(StrictModel):
     val_fraction: float = Field(0.05, ge=0, lt=1, description="share of the samples held out for validation")
     batch_size: int = Field(32, gt=0)
     num_workers: int = Field(0, ge=0)
+    batches: Literal["shuffled", "per_caption"] = Field(
+        "shuffled", description="per_caption: every batch holds each caption batch_size/#captions times, each with "
+                                "a fresh random image (CLIP: no false negatives among copies); shuffled: epochs")
 
 
 class ImageFolderData(StrictModel):
@@ -73,12 +76,17 @@ class TrainerSection(StrictModel):
     max_steps: Optional[int] = Field(None, gt=0, description="stop after this many steps (before the epochs end)")
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: Union[int, list[int]] = Field(0, description="linear warm-up steps (decoder: one per unet)")
+    cosine_decay: bool = Field(False, description="decay the lr to 0 along a cosine over the run's steps "
+                                                 "(decoder with unet_steps: over each unet's steps)")
     max_grad_norm: Optional[float] = Field(1.0, gt=0)
     ema_beta: Optional[float] = Field(None, gt=0, lt=1, description="keep an EMA copy (used for samples/eval)")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     seed: int = 0
     unet_numbers: Optional[list[int]] = Field(None, description="decoder only: unets to train (default all)")
+    unet_steps: Optional[list[int]] = Field(
+        None, description="decoder only: train the unets one after another, this many steps each (instead of "
+                          "taking turns step by step); the run ends after their sum")
 
 
 class EvaluationSection(StrictModel):
@@ -89,8 +97,16 @@ class EvaluationSection(StrictModel):
     sample_every: int = Field(1000, ge=0)
     num_samples: int = Field(8, gt=0)
     sampler: Optional[str] = Field("ddim", description="ddpm | ddim | dpmpp_2m | euler | heun")
-    sample_steps: Optional[int] = Field(32, gt=0)
-    cond_scale: float = Field(1.0, gt=0)
+    sample_steps: Optional[Union[int, list[int]]] = Field(32, description="decoder: one value or one per unet")
+    cond_scale: Union[float, list[float]] = Field(1.0, description="guidance scale; decoder: one value or one per unet")
+
+    @field_validator("sample_steps", "cond_scale")
+    @classmethod
+    def _positive(cls, value):
+        values = value if isinstance(value, list) else [value]
+        if any(v is not None and not v > 0 for v in values) or value == []:
+            raise ValueError(f"expected a positive number or a non-empty list of them, got {value!r}")
+        return value
 
 
 class WandbSection(StrictModel):

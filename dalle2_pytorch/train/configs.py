@@ -10,7 +10,7 @@ from typing import Any, Union
 
 from pydantic import Field
 
-from dalle2_pytorch.train.config_base import ConfigError, StrictModel, load_config, validate_config
+from dalle2_pytorch.train.config_base import ConfigError, StrictModel, load_config, section_types, validate_config
 from dalle2_pytorch.train.config_models import ClipModelConfig, DecoderModelConfig, PriorModelConfig, VaeModelConfig
 from dalle2_pytorch.train.config_sections import (CheckpointSection, ClipRetrievalData, EvaluationSection,
                                                   ImageFolderData, ToyData, TrackerSection, TrainerSection,
@@ -86,24 +86,20 @@ def _type_name(annotation: Any) -> str:
     return re.sub(r"\b(typing|pydantic|dalle2_pytorch)\.[\w.]*?(\w+)\b", r"\2", repr(annotation)).replace("NoneType", "None")
 
 
-def _model_types(annotation: Any) -> list[type[StrictModel]]:
-    candidates = typing.get_args(annotation) or (annotation,)
-    return [c for c in candidates if isinstance(c, type) and issubclass(c, StrictModel)]
-
-
 def describe_fields(model: type[StrictModel], prefix: str = "") -> list[str]:
     """Lines ``field: type = default  # description`` (nested sections indented) for ``dalle2 config show``."""
     lines = []
     names = sorted(model.model_fields, key=lambda n: SECTION_ORDER.index(n) if n in SECTION_ORDER else len(SECTION_ORDER))
     for name in names:
         field = model.model_fields[name]
-        nested = _model_types(field.annotation)
+        nested = section_types(field.annotation)
         if nested:
             for option in nested:
                 doc = (option.__doc__ or "").strip().splitlines()
                 choice = " (one of these)" if len(nested) > 1 else \
                     " (a list of these)" if typing.get_origin(field.annotation) is list else ""
-                lines.append(f"{prefix}{name}:{choice}  # {doc[0] if doc else option.__name__}")
+                about = field.description or (doc[0] if doc else option.__name__)
+                lines.append(f"{prefix}{name}:{choice}  # {about}")
                 lines.extend(describe_fields(option, prefix + "  "))
             continue
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))

@@ -85,6 +85,32 @@ class MapStyleSource:
         return iter(list(self._loader(self.val_indices[:limit * self.batch_size])))
 
 
+class PerCaptionSource(MapStyleSource):
+    """A toy-set source whose every batch holds each caption ``batch_size / #captions`` times, each copy a fresh
+    random training image of that caption (copy-major).  A CLIP batch then has no false negatives between copies of
+    different captions.  An epoch has as many batches as a shuffled epoch would; it is seeded, so resume is exact."""
+
+    def __init__(self, dataset: Dataset, captions: list[str], **settings: Any) -> None:
+        super().__init__(dataset, **settings)
+        groups: dict[str, list[int]] = {}
+        for index in self.train_indices.tolist():
+            groups.setdefault(captions[index], []).append(index)
+        self.groups = [torch.tensor(members) for _, members in sorted(groups.items())]
+        if self.batch_size % len(self.groups):
+            raise ValueError(f"data.batches='per_caption': batch_size={self.batch_size} must be a multiple of the "
+                             f"{len(self.groups)} distinct captions of the training samples")
+        self.copies = self.batch_size // len(self.groups)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_009 + self.rank)
+        batches = []
+        for _ in range(self.num_batches()):
+            picks = [members[torch.randint(len(members), (self.copies,), generator=generator)]
+                     for members in self.groups]
+            batches.append(torch.stack(picks, dim=1).flatten())
+        return torch.cat(batches)
+
+
 class WebdatasetSource:
     """img2dataset shards with CLIP image embeddings; resumes through the data set's ``set_position``."""
 
@@ -166,12 +192,12 @@ class ClipRetrievalSource:
 
 def build_source(config, rank: int = 0, world_size: int = 1):
     if isinstance(config, ToyData):
-        from dalle2_pytorch.data import ToyShapesDataset
-
-        dataset = ToyShapesDataset(num_samples=config.num_samples, image_size=config.image_size, seed=config.seed,
-                                   with_position=config.with_position, with_size=config.with_size)
-        return MapStyleSource(_DropLabels(dataset), batch_size=config.batch_size, val_fraction=config.val_fraction,
-                              seed=config.seed, num_workers=config.num_workers, rank=rank, world_size=world_size)
+        dataset = RenderedToy(config)
+        settings = dict(batch_size=config.batch_size, val_fraction=config.val_fraction, seed=config.seed,
+                        num_workers=config.num_workers, rank=rank, world_size=world_size)
+        if config.batches == "per_caption":
+            return PerCaptionSource(dataset, dataset.captions, **settings)
+        return MapStyleSource(dataset, **settings)
     if isinstance(config, ImageFolderData):
         from dalle2_pytorch.data import ImageFolderDataset
 
@@ -186,15 +212,19 @@ def build_source(config, rank: int = 0, world_size: int = 1):
     raise TypeError(f"unknown data config {type(config).__name__}")
 
 
-class _DropLabels(Dataset):
-    """Toy items as (image, caption): the loops need no labels (the judge reads captions)."""
+class RenderedToy(Dataset):
+    """The toy set of a data section, rendered once into memory, as (image, caption) items (no labels: the judge
+    reads captions).  Rendering a shape costs more than a small model's step on it, so it is done only once."""
 
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
+    def __init__(self, config: ToyData) -> None:
+        from dalle2_pytorch.data import ToyShapesDataset
+
+        toy = ToyShapesDataset(num_samples=config.num_samples, image_size=config.image_size, seed=config.seed,
+                               with_position=config.with_position, with_size=config.with_size)
+        self.images, self.captions, _ = toy.render_range()
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.captions)
 
     def __getitem__(self, index: int):
-        image, caption, _ = self.dataset[index]
-        return image, caption
+        return self.images[index], self.captions[index]

@@ -1,156 +1,122 @@
 """The built-in toy pipeline behind `dalle2 demo`: CLIP -> diffusion prior -> two-unet decoder on coloured shapes.
 
-Every stage trains on the toy set (rendered once into memory), saves itself with ``save_pretrained`` under
-``<out>/checkpoints/<stage>`` and is reused by a rerun with the same preset.  Then the pipeline writes images for a
-few captions, one captioned grid, and the share of images that the pixel judge reads as their caption.
+A demo is a small config file (``configs/toy_demo.json``, ``configs/toy_tiny_demo.json``) that names one training
+config per stage (``configs/toy_clip.json``, ...).  Each stage is trained by the same config-driven
+:class:`~dalle2_pytorch.train.loop.TrainingRun` as ``dalle2 train`` (its run folder is ``<out>/training/<stage>``),
+saved with ``save_pretrained`` under ``<out>/checkpoints/<stage>`` and reused by a rerun whose stage configs have not
+changed.  The prior and decoder use the freshly trained CLIP.  Then the :class:`DALLE2` pipeline writes images for
+a few captions with the sampling settings of the stage configs' ``evaluation`` sections, one captioned grid, and the
+share of images that the pixel judge reads as their caption.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Literal, Optional
 
 import torch
-from tqdm.auto import tqdm
+from pydantic import Field
 
-from dalle2_pytorch.clip.adapters import BuiltinClipAdapter
 from dalle2_pytorch.clip.model import CLIP
-from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE, tokenize
 from dalle2_pytorch.dalle2 import DALLE2
 from dalle2_pytorch.data import ToyShapesDataset, faithfulness, judge_image
-from dalle2_pytorch.decoder import Decoder, Unet
+from dalle2_pytorch.decoder import Decoder
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
-from dalle2_pytorch.prior.network import DiffusionPriorNetwork
 from dalle2_pytorch.serialization import load_json, save_json
-from dalle2_pytorch.train.demo_presets import DemoPreset, get_preset
+from dalle2_pytorch.train.checkpointing import ema_weights
+from dalle2_pytorch.train.config_base import ConfigError, StrictModel, read_config_file, validate_config
+from dalle2_pytorch.train.configs import config_class
 from dalle2_pytorch.train.image_grid import save_captioned_grid, save_image
-from dalle2_pytorch.train.model_trainer import ModelTrainer
-from dalle2_pytorch.trainers import DecoderTrainer, DiffusionPriorTrainer
 
-TEXT_LEN = 8  # "a magenta triangle" is 5 tokens with start and end
 JUDGED = ("colour", "shape")
+STAGES = ("clip", "prior", "decoder")
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+PRESETS = {"small": "toy_demo.json", "tiny": "toy_tiny_demo.json"}
 
 
-@dataclass
-class ToyData:
-    images: torch.Tensor  # (n, 3, s, s) in [0, 1]
-    captions: list[str]  # the distinct captions
-    caption_ids: torch.Tensor  # (n,) index into captions
-    tokens: torch.Tensor  # (len(captions), TEXT_LEN)
+class DemoConfig(StrictModel):
+    """A demo: one training config per stage (paths relative to this file) and what to generate afterwards."""
+
+    kind: Literal["demo"] = "demo"
+    name: str = Field(description="shown in the output and results.json")
+    clip: str = Field(description="training config of the CLIP")
+    prior: str = Field(description="training config of the prior (its model.clip becomes the trained CLIP)")
+    decoder: str = Field(description="training config of the decoder (its model.clip becomes the trained CLIP)")
+    captions: Optional[list[str]] = Field(None, description="captions to draw; None: every caption of the toy set")
+    images_per_caption: int = Field(4, gt=0)
+    prior_num_samples: int = Field(2, gt=0, description="DALLE2: candidate image embeddings per caption")
+    seed: int = 0
 
 
-def render_toy_data(preset: DemoPreset) -> ToyData:
-    dataset = ToyShapesDataset(num_samples=preset.num_train_images, image_size=preset.image_size, seed=preset.seed)
-    images, captions, _ = dataset.render_range()
-    distinct = sorted(set(captions))
-    lookup = {caption: i for i, caption in enumerate(distinct)}
-    return ToyData(images, distinct, torch.tensor([lookup[c] for c in captions]),
-                   tokenize(distinct, context_length=TEXT_LEN))
+def demo_config_path(preset: str) -> Path:
+    """The demo file of a preset name (``configs/toy_demo.json`` for ``small``)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r}: choose one of {sorted(PRESETS)}, or give a demo config file")
+    path = CONFIG_DIR / PRESETS[preset]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the demo reads the configs/ folder of a source checkout")
+    return path
 
 
-def schedule(steps: int) -> dict[str, int]:
-    """The trainers' learning-rate schedule for a stage: linear warm-up over 5 % of the steps, then cosine decay."""
-    return {"warmup_steps": max(1, int(steps * 0.05)), "cosine_decay_max_steps": steps}
+def load_demo(path: str | Path) -> tuple[DemoConfig, dict[str, dict[str, Any]]]:
+    """The demo file and the raw dict of each stage's training config (validated with its kind's config)."""
+    path = Path(path)
+    demo = validate_config(DemoConfig, read_config_file(path), str(path))
+    stages = {}
+    for stage in STAGES:
+        stage_path = path.parent / getattr(demo, stage)
+        data = read_config_file(stage_path)
+        if data.get("kind") != stage:
+            raise ConfigError(f"{path}: {stage}={getattr(demo, stage)!r} is a {data.get('kind')!r} config, "
+                              f"not a {stage!r} one")
+        validate_config(config_class(stage), data, str(stage_path))
+        stages[stage] = data
+    return demo, stages
 
 
-ADAMW = {"eps": 1e-8, "betas": (0.9, 0.999), "wd": 0.0, "max_grad_norm": 1.0}
+def _fingerprint(*parts: Any) -> str:
+    """Hash of what a stage's checkpoint depends on (its config without run folders): a rerun reuses it."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def fit(name: str, steps: int, train_step: Callable[[], float], log: Callable[[str, dict], None] | None = None) -> float:
-    """Call ``train_step`` (one trainer step, returning the loss) ``steps`` times under a progress bar."""
-    smoothed = None
-    with tqdm(range(steps), desc=name, unit="step", dynamic_ncols=True, leave=True) as bar:
-        for step in bar:
-            value = train_step()
-            smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
-            bar.set_postfix(loss=f"{smoothed:.4f}")
-            if log is not None and (step + 1) % 50 == 0:
-                log(name, {"step": step + 1, "loss": smoothed})
-    return float(smoothed if smoothed is not None else float("nan"))
+def _model_part(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in ("checkpointing", "tracker")}
 
 
-# ----------------------------------------------------------------------------- stages
-def train_clip(preset: DemoPreset, data: ToyData, generator: torch.Generator, log=None) -> CLIP:
-    c = preset.clip
-    clip = CLIP(dim_text=c.dim, dim_image=c.dim, dim_latent=c.dim_latent, num_text_tokens=VOCAB_SIZE,
-                text_enc_depth=c.depth, text_seq_len=TEXT_LEN, text_heads=c.heads, text_dim_head=c.dim_head,
-                visual_enc_depth=c.depth, visual_heads=c.heads, visual_dim_head=c.dim_head,
-                visual_image_size=preset.image_size, visual_patch_size=c.patch_size, visual_patch_dropout=0.0)
-    by_caption = [torch.nonzero(data.caption_ids == i).flatten() for i in range(len(data.captions))]
+def train_stage(stage: str, data: dict[str, Any], out: Path, *, clip_dir: Optional[Path] = None,
+                show_progress: bool = True):
+    """Train one stage with :class:`TrainingRun` (run folder ``<out>/training/<stage>``) and return the model.
 
-    trainer = ModelTrainer(clip, lr=c.lr, wd=0.0, max_grad_norm=1.0, **schedule(c.steps))
+    The run is quiet apart from its progress bar (metrics go to the run folder's logs), and a prior or decoder is
+    given the CLIP saved at ``clip_dir``."""
+    from dalle2_pytorch.train.loop import TrainingRun
 
-    def train_step() -> float:
-        # every caption once per copy, with a fresh image: no false negatives inside a copy
-        picks = [members[torch.randint(len(members), (c.copies_per_caption,), generator=generator)]
-                 for members in by_caption]
-        order = torch.stack(picks, dim=1).flatten()  # copy-major
-        caption_order = torch.arange(len(by_caption)).repeat(c.copies_per_caption)
-        loss = trainer(lambda: clip(data.tokens[caption_order], data.images[order], return_loss=True))
-        trainer.update()
-        return loss
-
-    fit("clip", c.steps, train_step, log)
-    return clip.eval()
-
-
-@torch.no_grad()
-def embed_all(adapter: BuiltinClipAdapter, data: ToyData, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    image_embeds = torch.cat([adapter.embed_image(data.images[i:i + batch_size]).image_embed
-                              for i in range(0, len(data.images), batch_size)])
-    return image_embeds, adapter.embed_text(data.tokens).text_embed
+    data = json.loads(json.dumps(data))  # a copy
+    run_dir = out / "training" / stage
+    shutil.rmtree(run_dir, ignore_errors=True)  # an earlier run of other settings: this one starts afresh
+    data["checkpointing"] = {**data.get("checkpointing", {}), "directory": str(run_dir), "copy_to": None,
+                             "hf_repo": None}
+    data["tracker"] = {"console": False, "jsonl": True}
+    if clip_dir is not None:
+        data["model"]["clip"] = {"kind": "builtin", "path": str(clip_dir)}
+    run = TrainingRun(validate_config(config_class(stage), data, f"demo {stage} config"), show_progress=show_progress)
+    run.run()
+    with ema_weights(run.trainer):  # the EMA weights when the config keeps an EMA
+        state = {k: v.clone() for k, v in run.model.state_dict().items()}
+    model = run.model
+    model.load_state_dict(state)
+    return model.eval()
 
 
-def train_prior(preset: DemoPreset, adapter: BuiltinClipAdapter, data: ToyData, image_embeds: torch.Tensor,
-                text_embeds: torch.Tensor, generator: torch.Generator, log=None) -> DiffusionPrior:
-    p = preset.prior
-    net = DiffusionPriorNetwork(preset.clip.dim_latent, depth=p.depth, dim_head=p.dim_head, heads=p.heads,
-                                max_text_len=TEXT_LEN)
-    prior = DiffusionPrior(net, clip=adapter, timesteps=p.timesteps, sample_timesteps=p.sample_steps,
-                           cond_drop_prob=p.cond_drop_prob, condition_on_text_encodings=False)
-
-    trainer = DiffusionPriorTrainer(prior, use_ema=False, lr=p.lr, **ADAMW, **schedule(p.steps))
-
-    def train_step() -> float:
-        index = torch.randint(len(image_embeds), (p.batch_size,), generator=generator)
-        loss = trainer(text_embed=text_embeds[data.caption_ids[index]], image_embed=image_embeds[index])
-        trainer.update()
-        return loss
-
-    fit("prior", p.steps, train_step, log)
-    return prior.eval()
-
-
-def train_decoder(preset: DemoPreset, adapter: BuiltinClipAdapter, data: ToyData, image_embeds: torch.Tensor,
-                  generator: torch.Generator, log=None) -> Decoder:
-    d = preset.decoder
-    latent = preset.clip.dim_latent
-    unets = [Unet(dim=dim, image_embed_dim=latent, cond_dim=dim, dim_mults=(1, 2), num_resnet_blocks=1,
-                  attn_heads=2, attn_dim_head=16) for dim in d.dims]
-    decoder = Decoder(unet=tuple(unets), clip=adapter, image_sizes=(preset.image_size // 2, preset.image_size),
-                      timesteps=d.timesteps, predict_v=True, learned_variance=False,
-                      image_cond_drop_prob=d.image_cond_drop_prob, text_cond_drop_prob=0.0)
-    trainer = DecoderTrainer(decoder, use_ema=False, lr=d.lr, **ADAMW, cosine_decay_max_steps=tuple(d.steps),
-                             warmup_steps=tuple(schedule(steps)["warmup_steps"] for steps in d.steps))
-    for number, steps in enumerate(d.steps, start=1):
-        def train_step(number: int = number) -> float:
-            index = torch.randint(len(image_embeds), (d.batch_size,), generator=generator)
-            loss = trainer(data.images[index], image_embed=image_embeds[index], unet_number=number)
-            trainer.update(number)
-            return loss
-
-        fit(f"decoder unet {number}", steps, train_step, log)
-    return decoder.eval()
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def _load_or_train(directory: Path, fingerprint: str, cls, train: Callable[[], torch.nn.Module],
+def _load_or_train(stage: str, directory: Path, fingerprint: str, cls, train: Callable[[], torch.nn.Module],
                    say: Callable[[str], None]):
     marker = directory / "demo_stage.json"
     if marker.is_file() and load_json(marker).get("fingerprint") == fingerprint:
-        say(f"reusing {directory.name} from {directory}")
+        say(f"reusing {stage} from {directory}")
         return cls.from_pretrained(directory).eval()
     started = time.perf_counter()
     model = train()
@@ -159,67 +125,83 @@ def _load_or_train(directory: Path, fingerprint: str, cls, train: Callable[[], t
     return model
 
 
+def sampling_settings(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The pipeline's sampling settings: each stage config's evaluation sampler, steps and guidance scale."""
+    settings = {}
+    for stage in ("prior", "decoder"):
+        evaluation = validate_config(config_class(stage), stages[stage]).evaluation
+        settings[stage] = {"sampler": evaluation.sampler, "steps": evaluation.sample_steps,
+                           "cond_scale": evaluation.cond_scale}
+    return settings
+
+
+def save_pipeline(checkpoints: Path, sampling: dict[str, dict[str, Any]]) -> Path:
+    """The demo's final save: the stages are already in ``clip/ prior/ decoder/``; write ``sampling.json`` beside
+    them (read by `dalle2 sample --checkpoint <out>/checkpoints`)."""
+    path = checkpoints / "sampling.json"
+    save_json(sampling, path)
+    return path
+
+
 @torch.no_grad()
-def generate(prior: DiffusionPrior, decoder: Decoder, captions: list[str], preset: DemoPreset,
+def generate(pipeline: DALLE2, captions: list[str], sampling: dict[str, dict[str, Any]],
              generator: torch.Generator) -> torch.Tensor:
-    """Text -> images through the public :class:`DALLE2` pipeline, with the preset's sampling settings."""
-    p, d = preset.prior, preset.decoder
-    pipeline = DALLE2(prior=prior, decoder=decoder, prior_num_samples=2)
-    return pipeline(captions, cond_scale=list(d.cond_scale), prior_cond_scale=p.cond_scale, sampler=d.sampler,
-                    steps=list(d.sample_steps), prior_sampler="ddim", prior_steps=p.sample_steps,
-                    generator=generator)
+    """Text -> images through the public :class:`DALLE2` pipeline with the given sampling settings."""
+    p, d = sampling["prior"], sampling["decoder"]
+    return pipeline(captions, cond_scale=d["cond_scale"], prior_cond_scale=p["cond_scale"], sampler=d["sampler"],
+                    steps=d["steps"], prior_sampler=p["sampler"], prior_steps=p["steps"], generator=generator)
 
 
-def run_demo(preset: str | DemoPreset = "small", out: str | Path = "outputs", *, retrain: bool = False,
-             threads: int = 1, say: Callable[[str], None] = print,
-             log: Callable[[str, dict], None] | None = None) -> dict:
+def run_demo(preset: str | Path = "small", out: str | Path = "outputs", *, retrain: bool = False,
+             threads: int = 1, say: Callable[[str], None] = print) -> dict:
     """Train (or reuse) the three stages, generate, judge; returns the summary also written to ``results.json``.
 
-    ``threads``: torch CPU threads.  One is the default: these models are so small that more threads mostly add
-    synchronisation, and on a busy machine spinning threads slow a run down many times over."""
-    if not isinstance(threads, int) or threads < 1:
+    ``preset``: ``small``/``tiny`` or the path of a demo config file.  ``threads``: torch CPU threads.  One is the
+    default: these models are so small that more threads mostly add synchronisation, and on a busy machine spinning
+    threads slow a run down many times over."""
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads={threads!r}: expected a positive int")
+    path = demo_config_path(preset) if str(preset) in PRESETS else Path(preset)
+    demo, stages = load_demo(path)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run_demo(get_preset(preset) if isinstance(preset, str) else preset, Path(out), retrain, say, log)
+        return _run_demo(demo, stages, Path(out), retrain, say)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run_demo(preset: DemoPreset, out: Path, retrain: bool, say: Callable[[str], None],
-              log: Callable[[str, dict], None] | None) -> dict:
+def _run_demo(demo: DemoConfig, stages: dict[str, dict[str, Any]], out: Path, retrain: bool,
+              say: Callable[[str], None]) -> dict:
     checkpoints = out / "checkpoints"
     started = time.perf_counter()
-    torch.manual_seed(preset.seed)
-    generator = torch.Generator().manual_seed(preset.seed)
-    say(f"dalle2 demo, preset {preset.name!r}: rendering {preset.num_train_images} toy images "
-        f"of {preset.image_size}px")
-    data = render_toy_data(preset)
+    say(f"dalle2 demo, preset {demo.name!r}: training " + ", ".join(f"{s} ({getattr(demo, s)})" for s in STAGES))
     if retrain:
-        for stage in ("clip", "prior", "decoder"):
-            marker = checkpoints / stage / "demo_stage.json"
-            if marker.exists():
-                marker.unlink()
+        for stage in STAGES:
+            (checkpoints / stage / "demo_stage.json").unlink(missing_ok=True)
 
-    clip = _load_or_train(checkpoints / "clip", preset.stage_fingerprint("clip"), CLIP,
-                          lambda: train_clip(preset, data, generator, log), say)
-    adapter = BuiltinClipAdapter(clip)
-    image_embeds, text_embeds = embed_all(adapter, data)
-    prior = _load_or_train(checkpoints / "prior", preset.stage_fingerprint("prior"), DiffusionPrior,
-                           lambda: train_prior(preset, adapter, data, image_embeds, text_embeds, generator, log), say)
-    decoder = _load_or_train(checkpoints / "decoder", preset.stage_fingerprint("decoder"), Decoder,
-                             lambda: train_decoder(preset, adapter, data, image_embeds, generator, log), say)
+    clip_print = _fingerprint(_model_part(stages["clip"]))
+    clip = _load_or_train("clip", checkpoints / "clip", clip_print, CLIP,
+                          lambda: train_stage("clip", stages["clip"], out), say)
+    del clip  # the prior and decoder load their own frozen copies from its folder
+    fingerprints = {s: _fingerprint(clip_print, _model_part({**stages[s], "model": {**stages[s]["model"],
+                                                                                    "clip": None}}))
+                    for s in ("prior", "decoder")}
+    prior = _load_or_train("prior", checkpoints / "prior", fingerprints["prior"], DiffusionPrior,
+                           lambda: train_stage("prior", stages["prior"], out, clip_dir=checkpoints / "clip"), say)
+    decoder = _load_or_train("decoder", checkpoints / "decoder", fingerprints["decoder"], Decoder,
+                             lambda: train_stage("decoder", stages["decoder"], out, clip_dir=checkpoints / "clip"),
+                             say)
 
-    p, d = preset.prior, preset.decoder
-    save_json({"prior": {"cond_scale": p.cond_scale, "steps": p.sample_steps, "sampler": "ddim"},
-               "decoder": {"cond_scale": list(d.cond_scale), "steps": list(d.sample_steps), "sampler": d.sampler}},
-              checkpoints / "sampling.json")  # read by `dalle2 sample --checkpoint <out>/checkpoints`
-    distinct = list(preset.captions) if preset.captions is not None else \
-        ToyShapesDataset(num_samples=1, image_size=preset.image_size).all_captions()
-    captions = [c for c in distinct for _ in range(preset.images_per_caption)]
+    sampling = sampling_settings(stages)
+    save_pipeline(checkpoints, sampling)
+    image_size = int(decoder.image_sizes[-1])
+    distinct = list(demo.captions) if demo.captions is not None else \
+        ToyShapesDataset(num_samples=1, image_size=image_size).all_captions()
+    captions = [c for c in distinct for _ in range(demo.images_per_caption)]
     say(f"generating {len(captions)} images for {len(distinct)} captions")
-    images = generate(prior, decoder, captions, preset, torch.Generator().manual_seed(preset.seed + 1))
+    pipeline = DALLE2(prior=prior, decoder=decoder, prior_num_samples=demo.prior_num_samples)
+    images = generate(pipeline, captions, sampling, torch.Generator().manual_seed(demo.seed + 1))
     image_dir = out / "images"
     for stale in image_dir.glob("*.png"):  # from an earlier run, possibly of another preset
         stale.unlink()
@@ -231,8 +213,8 @@ def _run_demo(preset: DemoPreset, out: Path, retrain: bool, say: Callable[[str],
                          "match": seen.colour in caption.split() and seen.shape in caption.split()})
     score = faithfulness(images, captions, attributes=JUDGED)
     grid_path = save_captioned_grid(images, [f"{c}{'' if r['match'] else ' (x)'}" for c, r in zip(captions, readings)],
-                                    out / "grid.png", columns=2 * preset.images_per_caption)
-    summary = {"preset": preset.name, "faithfulness": score, "num_images": len(captions),
+                                    out / "grid.png", columns=2 * demo.images_per_caption)
+    summary = {"preset": demo.name, "faithfulness": score, "num_images": len(captions),
                "seconds": round(time.perf_counter() - started, 1), "grid": str(grid_path),
                "images": str(image_dir), "judged": list(JUDGED), "readings": readings}
     save_json(summary, out / "results.json")

@@ -64,11 +64,11 @@ class TrainingRun:
         torch.manual_seed(config.trainer.seed)  # the same initial weights in every process
         model = config.model.create()
         self.task = build_task(config, model)
-        # the library's trainers (CLIP and VAE: their shared core) own the optimisers, EMA, stepping and precision
-        self.trainer = self.task.make_trainer(model, self.accelerator)
-        self.model = self.trainer.model
         torch.manual_seed(config.trainer.seed + self.accelerator.process_index)
         self.source = build_source(config.data, self.accelerator.process_index, self.accelerator.num_processes)
+        # the library's trainers (CLIP and VAE: their shared core) own the optimisers, EMA, stepping and precision
+        self.trainer = self.task.make_trainer(model, self.accelerator, self._total_steps())
+        self.model = self.trainer.model
 
         self.counters = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "samples_seen": 0, "best": None}
         latest = self.directory / "latest"
@@ -92,8 +92,9 @@ class TrainingRun:
     def _total_steps(self) -> Optional[int]:
         per_epoch = self.source.num_batches()
         total = per_epoch * self.config.trainer.epochs if per_epoch is not None else None
-        limit = self.config.trainer.max_steps
-        return min(t for t in (total, limit) if t is not None) if (total or limit) else None
+        limits = [t for t in (total, self.config.trainer.max_steps, self.task.total_steps())
+                  if t is not None]
+        return min(limits) if limits else None
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

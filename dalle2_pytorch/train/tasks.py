@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dalle2_pytorch.clip.tokenizer import tokenize
+from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE, tokenize
 from dalle2_pytorch.eval.prior_metrics import prior_cosine_metrics
 from dalle2_pytorch.trainers.model_trainer import ModelTrainer
 from dalle2_pytorch.trainers import DecoderTrainer, DiffusionPriorTrainer
@@ -33,11 +33,25 @@ class Task:
     def __init__(self, config) -> None:
         self.config = config
 
-    def make_trainer(self, model, accelerator, **extra):
+    def total_steps(self) -> int | None:
+        """A run length this kind sets itself (None: the loop's epochs and max_steps decide)."""
+        return None
+
+    def schedule(self, total_steps: int | None) -> dict[str, Any]:
+        """The trainer's lr schedule keywords: warm-up, and cosine decay over the run when the config asks."""
+        t = self.config.trainer
+        if isinstance(t.warmup_steps, list):
+            raise ValueError(f"trainer.warmup_steps={t.warmup_steps}: a list (one per unet) is for decoders only")
+        if t.cosine_decay and total_steps is None:
+            raise ValueError("trainer.cosine_decay needs a known run length: set trainer.max_steps (this data "
+                             "stream has no length)")
+        return {"warmup_steps": t.warmup_steps or None, "cosine_decay_max_steps": total_steps if t.cosine_decay else None}
+
+    def make_trainer(self, model, accelerator, total_steps: int | None = None, **extra):
         """The library's trainer for this kind, set from the trainer section (CLIP, VAE: the trainers' shared core)."""
         t = self.config.trainer
         settings = dict(accelerator=accelerator, mixed_precision=t.mixed_precision, lr=t.lr, wd=t.weight_decay,
-                        max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps or None, **extra)
+                        max_grad_norm=t.max_grad_norm, **self.schedule(total_steps), **extra)
         if self.trainer_class is ModelTrainer:
             separate = ("discr",) if getattr(model, "discr", None) is not None else ()
             return ModelTrainer(model, ema_beta=t.ema_beta, separate=separate, **settings)
@@ -63,6 +77,13 @@ class Task:
 
 class ClipTask(Task):
     kind = "clip"
+
+    def make_trainer(self, model, accelerator, total_steps: int | None = None, **extra):
+        if model.num_text_tokens < VOCAB_SIZE:
+            raise ValueError(f"model.num_text_tokens={model.num_text_tokens}: captions are tokenized with the bundled "
+                             f"CLIP tokenizer, whose ids go up to {VOCAB_SIZE - 1}; set model.num_text_tokens to "
+                             f"{VOCAB_SIZE}")
+        return super().make_trainer(model, accelerator, total_steps, **extra)
 
     def loss(self, model, batch, step):
         if "captions" not in batch:
@@ -123,15 +144,51 @@ class DecoderTask(Task):
     kind = "decoder"
     trainer_class = DecoderTrainer
 
-    def __init__(self, config, unet_numbers: list[int]) -> None:
+    def __init__(self, config, unet_numbers: list[int], num_unets: int | None = None) -> None:
         super().__init__(config)
         self.unet_numbers = unet_numbers
+        self.num_unets = num_unets or max(unet_numbers)
+        self.unet_steps = config.trainer.unet_steps
+        if self.unet_steps is not None and (len(self.unet_steps) != len(unet_numbers) or min(self.unet_steps) < 1):
+            raise ValueError(f"trainer.unet_steps={self.unet_steps}: give a positive step count for each unet "
+                             f"trained ({unet_numbers})")
+
+    def total_steps(self) -> int | None:
+        """With ``unet_steps`` the run is their sum; otherwise the loop decides."""
+        return sum(self.unet_steps) if self.unet_steps is not None else None
 
     def unet_for_step(self, step: int) -> int:
-        return self.unet_numbers[step % len(self.unet_numbers)]
+        if self.unet_steps is None:
+            return self.unet_numbers[step % len(self.unet_numbers)]
+        for number, steps in zip(self.unet_numbers, self.unet_steps):
+            if step < steps:
+                return number
+            step -= steps
+        return self.unet_numbers[-1]
 
-    def make_trainer(self, model, accelerator, **extra):
-        return super().make_trainer(model, accelerator, only_train_unets=self.unet_numbers, **extra)
+    def schedule(self, total_steps: int | None) -> dict[str, Any]:
+        """Per unet (all unets of the decoder, zero for those not trained) when the unets train one after another."""
+        t = self.config.trainer
+        warmup = t.warmup_steps
+        if isinstance(warmup, list) and len(warmup) != len(self.unet_numbers):
+            raise ValueError(f"trainer.warmup_steps={warmup}: give one value per unet trained ({self.unet_numbers})")
+        if not isinstance(warmup, list) and self.unet_steps is None and not t.cosine_decay:
+            return super().schedule(total_steps)
+        warmups = warmup if isinstance(warmup, list) else [warmup] * len(self.unet_numbers)
+        # per unet: its own steps (taking turns: an equal share of the run)
+        own = self.unet_steps or [None if total_steps is None else -(-total_steps // len(self.unet_numbers))] * \
+            len(self.unet_numbers)
+        if t.cosine_decay and None in own:
+            raise ValueError("trainer.cosine_decay needs a known run length: set trainer.max_steps or unet_steps")
+        count = self.num_unets
+        per_unet_warmup, per_unet_decay = [None] * count, [None] * count
+        for number, steps, wait in zip(self.unet_numbers, own, warmups):
+            per_unet_warmup[number - 1] = wait or None
+            per_unet_decay[number - 1] = steps if t.cosine_decay else None
+        return {"warmup_steps": tuple(per_unet_warmup), "cosine_decay_max_steps": tuple(per_unet_decay)}
+
+    def make_trainer(self, model, accelerator, total_steps: int | None = None, **extra):
+        return super().make_trainer(model, accelerator, total_steps, only_train_unets=self.unet_numbers, **extra)
 
     def train_step(self, trainer, batch, step):
         number = self.unet_for_step(step)
@@ -209,7 +266,7 @@ def build_task(config, model) -> Task:
         bad = [n for n in numbers if not 1 <= n <= model.num_unets]
         if bad:
             raise ValueError(f"trainer.unet_numbers={numbers}: this decoder has unets 1..{model.num_unets}")
-        return DecoderTask(config, numbers)
+        return DecoderTask(config, numbers, model.num_unets)
     if config.kind == "vae":
         return VaeTask(config)
     raise ValueError(f"kind={config.kind!r}: choose clip, prior, decoder or vae")

@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from dalle2_pytorch.serialization import PretrainedMixin
+from dalle2_pytorch.init_config import lists_as_tuples
+from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
 
 PerceptualFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PERCEPTUAL_CHOICES = ("auto", "lpips", "random", None)
@@ -40,9 +41,9 @@ def lpips_available() -> bool:
 class RandomFeatureNet(PretrainedMixin, nn.Module):
     """Frozen conv net with weights drawn from ``seed``: features after each stride-2 stage."""
 
+    @register_to_config(convert=lists_as_tuples)
     def __init__(self, *, channels: int = 3, dims: Sequence[int] = (32, 64, 128), seed: int = 0) -> None:
         super().__init__()
-        self._register_config(channels=channels, dims=tuple(dims), seed=seed)
         generator = torch.Generator().manual_seed(seed)
         self.stages = nn.ModuleList()
         dim_in = channels

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
-from dalle2_pytorch.serialization import PretrainedMixin
+from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
 from dalle2_pytorch.vae.discriminator import (Discriminator, adaptive_gan_weight, bce_discr_loss, bce_gen_loss,
                                               gradient_penalty, hinge_discr_loss, hinge_gen_loss)
 from dalle2_pytorch.vae.perceptual import build_perceptual
@@ -68,9 +68,19 @@ class NullVQGanVAE(nn.Module):
         return image_size
 
 
+def _recorded_vae_argument(name: str, value: object) -> object:
+    """What a saved VQGanVAE config holds: ``layer_mults`` as a tuple, ``perceptual`` only if JSON-able."""
+    if name == "layer_mults" and value is not None:
+        return tuple(value)  # type: ignore[arg-type]
+    if name == "perceptual" and not isinstance(value, (str, type(None), PretrainedMixin)):
+        return None
+    return value
+
+
 class VQGanVAE(PretrainedMixin, nn.Module):
     """VQGAN with a ``'resnet'`` (conv) or ``'vit'`` (ViT-VQGAN) encoder/decoder; see the module docstring."""
 
+    @register_to_config(convert=_recorded_vae_argument)
     def __init__(self, *, dim: int, image_size: int, channels: int = 3, layers: int = 4,
                  layer_mults: tuple[int, ...] | None = None, num_resnet_blocks: int | None = None,
                  vae_type: str = "resnet", patch_size: int | None = None, attn_heads: int = 8,
@@ -81,16 +91,6 @@ class VQGanVAE(PretrainedMixin, nn.Module):
                  use_vgg_and_gan: bool = True, perceptual: object = "auto", perceptual_weight: float = 1.0,
                  discr_layers: int = 4, grad_penalty_weight: float = 10.0) -> None:
         super().__init__()
-        self._register_config(
-            dim=dim, image_size=image_size, channels=channels, layers=layers,
-            layer_mults=None if layer_mults is None else tuple(layer_mults), num_resnet_blocks=num_resnet_blocks,
-            vae_type=vae_type, patch_size=patch_size, attn_heads=attn_heads, attn_dim_head=attn_dim_head,
-            l2_recon_loss=l2_recon_loss, use_hinge_loss=use_hinge_loss, vq_codebook_dim=vq_codebook_dim,
-            vq_codebook_size=vq_codebook_size, vq_decay=vq_decay, vq_commitment_weight=vq_commitment_weight,
-            vq_kmeans_init=vq_kmeans_init, vq_use_cosine_sim=vq_use_cosine_sim,
-            vq_threshold_ema_dead_code=vq_threshold_ema_dead_code, use_vgg_and_gan=use_vgg_and_gan,
-            perceptual=perceptual if isinstance(perceptual, (str, type(None), PretrainedMixin)) else None,
-            perceptual_weight=perceptual_weight, discr_layers=discr_layers, grad_penalty_weight=grad_penalty_weight)
         for name, value in (("dim", dim), ("image_size", image_size), ("channels", channels), ("layers", layers),
                             ("vq_codebook_dim", vq_codebook_dim), ("vq_codebook_size", vq_codebook_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -77,15 +77,15 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
 
 def test_config_validate_and_show(tmp_path, capsys):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"kind": "decoder", "model": {"unets": [{"dim": "big"}], "colour": 1},
+    bad.write_text(json.dumps({"kind": "decoder", "model": {"unet": [{"dim": "big"}], "colour": 1},
                                "data": {"source": "toy"}}))
     status, _, err = run_main(capsys, "config", "validate", bad)
     assert status == 2
-    assert "model.unets.0.dim" in err and "model.colour: unknown field" in err
+    assert "model.unet.0.dim" in err and "model.colour: unknown field" in err
     status, out, _ = run_main(capsys, "config", "validate", ROOT / "configs" / "toy_decoder.json")
     assert status == 0 and "valid decoder config" in out
     status, out, _ = run_main(capsys, "config", "show", "--kind", "prior")
-    assert status == 0 and "cond_drop_prob: float = 0.1" in out
+    assert status == 0 and "cond_drop_prob: float = 0.0" in out  # the constructor's default
 
 
 def test_train_decoder_on_a_folder_of_images(tmp_path, capsys):

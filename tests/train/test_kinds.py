@@ -28,7 +28,8 @@ def test_prior_learns_on_clip_retrieval_embeddings(tmp_path):
     config = config_from_dict({
         "kind": "prior",
         "model": {"net": {"dim": 8, "depth": 1, "dim_head": 8, "heads": 2, "max_text_len": 4},
-                  "image_embed_dim": 8, "timesteps": 50, "sample_timesteps": 8},
+                  "image_embed_dim": 8, "timesteps": 50, "sample_timesteps": 8, "cond_drop_prob": 0.1,
+                  "condition_on_text_encodings": False},
         "data": {"source": "clip_retrieval", "path": str(tmp_path / "emb"),
                  "splits": {"train": 0.875, "val": 0.125}, "batch_size": 64},
         "trainer": {"epochs": 12, "lr": 3e-3},
@@ -75,7 +76,7 @@ def test_clip_conditioned_decoder_reports_faithfulness(tmp_path):
     clip.save_pretrained(tmp_path / "clip")
     config = config_from_dict({
         "kind": "decoder",
-        "model": {"unets": [{"dim": 8, "dim_mults": [1, 2], "image_embed_dim": 8, "num_resnet_blocks": 1,
+        "model": {"unet": [{"dim": 8, "dim_mults": [1, 2], "image_embed_dim": 8, "num_resnet_blocks": 1,
                              "attn_heads": 1, "attn_dim_head": 8},
                             {"dim": 8, "dim_mults": [1, 2], "num_resnet_blocks": 1, "attn_heads": 1,
                              "attn_dim_head": 8}],
@@ -101,7 +102,7 @@ def test_decoder_trains_on_webdataset_shards_with_external_embeddings(tmp_path):
     shards, embeddings = build_img2dataset_shards(tmp_path, shards=2, rows=list(range(8)), dim=8)
     config = config_from_dict({
         "kind": "decoder",
-        "model": {"unets": [{"dim": 8, "dim_mults": [1, 2], "image_embed_dim": 8, "num_resnet_blocks": 1,
+        "model": {"unet": [{"dim": 8, "dim_mults": [1, 2], "image_embed_dim": 8, "num_resnet_blocks": 1,
                              "attn_heads": 1, "attn_dim_head": 8}],
                   "image_sizes": [16], "timesteps": 20, "learned_variance": False},
         "data": {"source": "webdataset", "urls": str(shards / "{0000..0001}.tar"),

@@ -15,7 +15,8 @@ class Killed(Exception):
 def tiny_clip_config(directory):
     return config_from_dict({
         "kind": "clip",
-        "model": {"dim_text": 16, "dim_image": 16, "dim_latent": 8, "text_seq_len": 8, "text_enc_depth": 1,
+        "model": {"dim_text": 16, "dim_image": 16, "dim_latent": 8, "num_text_tokens": 49408, "text_seq_len": 8,
+                  "text_enc_depth": 1,
                   "text_heads": 2, "text_dim_head": 8, "visual_enc_depth": 1, "visual_heads": 2,
                   "visual_dim_head": 8, "visual_image_size": 16, "visual_patch_size": 8,
                   "visual_patch_dropout": 0.0},
