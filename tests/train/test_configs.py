@@ -99,3 +99,18 @@ def test_describe_lists_every_section():
     text = "\n".join(describe_fields(CONFIG_CLASSES["decoder"]))
     for section in ("model:", "data:", "trainer:", "evaluation:", "tracker:", "checkpointing:"):
         assert section in text
+
+
+def test_a_demo_file_names_one_config_of_each_stage(tmp_path):
+    root = CONFIGS[0].parent
+    demo = json.loads((root / "toy_tiny_demo.json").read_text())
+    for stage in ("clip", "prior", "decoder"):
+        demo[stage] = str(root / demo[stage])
+    wrong = tmp_path / "demo.json"
+    wrong.write_text(json.dumps({**demo, "prior": demo["clip"]}))
+    with pytest.raises(ConfigError, match="prior=.* is a 'clip' config, not a 'prior' one"):
+        load_demo(wrong)
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({**demo, "images_per_captoin": 2}))
+    with pytest.raises(ConfigError, match="did you mean 'images_per_caption'"):
+        load_demo(typo)

@@ -21,7 +21,7 @@ def test_two_cpu_processes_share_the_data(tmp_path):
     config = json.loads((ROOT / "configs" / "toy_clip.json").read_text())
     config["model"].update(dim_text=16, dim_image=16, dim_latent=8, text_enc_depth=1, visual_enc_depth=1,
                            text_dim_head=8, visual_dim_head=8, visual_image_size=16, visual_patch_size=8)
-    config["data"].update(num_samples=100, image_size=16, batch_size=4)
+    config["data"].update(num_samples=100, image_size=16, batch_size=4, batches="shuffled")
     config["trainer"]["max_steps"] = 3
     config["evaluation"].update(validate_every=0, validation_batches=1)
     config["tracker"] = {"console": False}
