@@ -91,15 +91,16 @@ def train_stage(stage: str, data: dict[str, Any], out: Path, *, clip_dir: Option
                 show_progress: bool = True):
     """Train one stage with :class:`TrainingRun` (run folder ``<out>/training/<stage>``) and return the model.
 
-    The run is quiet apart from its progress bar (metrics go to the run folder's logs), and a prior or decoder is
-    given the CLIP saved at ``clip_dir``."""
+    The run is quiet apart from its progress bar (metrics go to the run folder's logs), saves one checkpoint at the
+    end, and a prior or decoder is given the CLIP saved at ``clip_dir``."""
     from dalle2_pytorch.train.loop import TrainingRun
 
     data = json.loads(json.dumps(data))  # a copy
     run_dir = out / "training" / stage
     shutil.rmtree(run_dir, ignore_errors=True)  # an earlier run of other settings: this one starts afresh
-    data["checkpointing"] = {**data.get("checkpointing", {}), "directory": str(run_dir), "copy_to": None,
-                             "hf_repo": None}
+    # one checkpoint, at the end (the stage's model is what the demo keeps)
+    data["checkpointing"] = {**data.get("checkpointing", {}), "directory": str(run_dir), "save_every": 10 ** 9,
+                             "copy_to": None, "hf_repo": None}
     data["tracker"] = {"console": False, "jsonl": True}
     if clip_dir is not None:
         data["model"]["clip"] = {"kind": "builtin", "path": str(clip_dir)}
