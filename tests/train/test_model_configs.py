@@ -51,6 +51,18 @@ def test_only_the_outermost_constructor_records():
     assert ToyChild(colour="blue").config == {"colour": "blue"}
 
 
+class Saved(PretrainedMixin, nn.Module):
+    @register_to_config(exclude=("extras",))
+    def __init__(self, *, size: int = 2, extras=None) -> None:
+        super().__init__()
+
+
+def test_excluded_arguments_are_not_recorded():
+    assert Saved(extras={"kept": "elsewhere"}).config == {"size": 2}
+    with pytest.raises(TypeError, match=r"names \['missing'\], not parameters"):
+        register_to_config(exclude=("missing",))(Saved.__init__.__wrapped__)
+
+
 def test_override_outside_a_constructor_is_an_error():
     with pytest.raises(RuntimeError, match="only valid inside an __init__"):
         Toy(3).override_config(width=1)
@@ -127,9 +139,9 @@ def decoder_config(**model):
 def test_decoder_keywords_missing_before_reach_the_model():
     decoder = decoder_config(use_dynamic_thres=True, p2_loss_weight_gamma=[0.5, 1.0],
                              use_noise_for_lowres_cond=True).model.create()
-    assert decoder.use_dynamic_thres
-    assert [s.p2_loss_weight_gamma for s in decoder.stages] == [0.5, 1.0]
-    assert decoder.stages[1].use_noise_for_lowres_cond
+    assert decoder.options.use_dynamic_thres
+    assert [s.p2_loss_weight_gamma for s in decoder.stage_settings] == [0.5, 1.0]
+    assert decoder.stage_settings[1].use_noise_for_lowres_cond
     unet = config_from_dict({"kind": "decoder", "data": {"source": "toy"}, "model": {
         "unet": [{"dim": 8, "dim_mults": [1, 2], "sparse_attn": True, "num_resnet_blocks": 1}], "image_sizes": [8],
         "unconditional": True}}).model.unet[0].create()
