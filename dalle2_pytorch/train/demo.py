@@ -27,7 +27,6 @@ from dalle2_pytorch.data import ToyShapesDataset, faithfulness, judge_image
 from dalle2_pytorch.decoder import Decoder
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.serialization import load_json, save_json
-from dalle2_pytorch.train.checkpointing import ema_weights
 from dalle2_pytorch.train.config_base import ConfigError, StrictModel, read_config_file, validate_config
 from dalle2_pytorch.train.configs import config_class
 from dalle2_pytorch.train.image_grid import save_captioned_grid, save_image
@@ -106,7 +105,7 @@ def train_stage(stage: str, data: dict[str, Any], out: Path, *, clip_dir: Option
         data["model"]["clip"] = {"kind": "builtin", "path": str(clip_dir)}
     run = TrainingRun(validate_config(config_class(stage), data, f"demo {stage} config"), show_progress=show_progress)
     run.run()
-    with ema_weights(run.trainer):  # the EMA weights when the config keeps an EMA
+    with run.trainer.ema_weights():  # the EMA weights when the config keeps an EMA
         state = {k: v.clone() for k, v in run.model.state_dict().items()}
     model = run.model
     model.load_state_dict(state)
