@@ -25,11 +25,12 @@ from dalle2_pytorch.clip.model import CLIP
 from dalle2_pytorch.dalle2 import DALLE2
 from dalle2_pytorch.data import ToyShapesDataset, faithfulness, judge_image
 from dalle2_pytorch.decoder import Decoder
+from dalle2_pytorch.pipeline_files import LEGACY_SAMPLING_FILE, SamplingDefaults
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.serialization import load_json, save_json
 from dalle2_pytorch.train.config_base import ConfigError, StrictModel, read_config_file, validate_config
 from dalle2_pytorch.train.configs import config_class
-from dalle2_pytorch.train.image_grid import save_captioned_grid, save_image
+from dalle2_pytorch.images import save_captioned_grid, save_image
 
 JUDGED = ("colour", "shape")
 STAGES = ("clip", "prior", "decoder")
@@ -135,21 +136,12 @@ def sampling_settings(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
     return settings
 
 
-def save_pipeline(checkpoints: Path, sampling: dict[str, dict[str, Any]]) -> Path:
-    """The demo's final save: the stages are already in ``clip/ prior/ decoder/``; write ``sampling.json`` beside
-    them (read by `dalle2 sample --checkpoint <out>/checkpoints`)."""
-    path = checkpoints / "sampling.json"
-    save_json(sampling, path)
-    return path
-
-
-@torch.no_grad()
-def generate(pipeline: DALLE2, captions: list[str], sampling: dict[str, dict[str, Any]],
-             generator: torch.Generator) -> torch.Tensor:
-    """Text -> images through the public :class:`DALLE2` pipeline with the given sampling settings."""
-    p, d = sampling["prior"], sampling["decoder"]
-    return pipeline(captions, cond_scale=d["cond_scale"], prior_cond_scale=p["cond_scale"], sampler=d["sampler"],
-                    steps=d["steps"], prior_sampler=p["sampler"], prior_steps=p["steps"], generator=generator)
+def save_pipeline(pipeline: DALLE2, checkpoints: Path) -> Path:
+    """The demo's final save: ``DALLE2.save_pretrained`` over the trained stages (``prior/`` and ``decoder/``
+    rewritten in place, ``clip/`` and the stage markers kept), with the sampling defaults in ``pipeline.json`` —
+    the one pipeline layout that `dalle2 sample`, `dalle2 serve` and `dalle2 eval` read."""
+    (checkpoints / LEGACY_SAMPLING_FILE).unlink(missing_ok=True)   # an older demo's settings; pipeline.json replaces them
+    return pipeline.save_pretrained(checkpoints)
 
 
 def run_demo(preset: str | Path = "small", out: str | Path = "outputs", *, retrain: bool = False,
@@ -193,15 +185,16 @@ def _run_demo(demo: DemoConfig, stages: dict[str, dict[str, Any]], out: Path, re
                              lambda: train_stage("decoder", stages["decoder"], out, clip_dir=checkpoints / "clip"),
                              say)
 
-    sampling = sampling_settings(stages)
-    save_pipeline(checkpoints, sampling)
+    sampling = SamplingDefaults.from_dict(sampling_settings(stages), source="the demo's evaluation settings")
     image_size = int(decoder.image_sizes[-1])
     distinct = list(demo.captions) if demo.captions is not None else \
         ToyShapesDataset(num_samples=1, image_size=image_size).all_captions()
     captions = [c for c in distinct for _ in range(demo.images_per_caption)]
     say(f"generating {len(captions)} images for {len(distinct)} captions")
-    pipeline = DALLE2(prior=prior, decoder=decoder, prior_num_samples=demo.prior_num_samples)
-    images = generate(pipeline, captions, sampling, torch.Generator().manual_seed(demo.seed + 1))
+    pipeline = DALLE2(prior=prior, decoder=decoder, prior_num_samples=demo.prior_num_samples, sampling=sampling)
+    save_pipeline(pipeline, checkpoints)
+    with torch.no_grad():
+        images = pipeline(captions, generator=torch.Generator().manual_seed(demo.seed + 1))   # the saved defaults
     image_dir = out / "images"
     for stale in image_dir.glob("*.png"):  # from an earlier run, possibly of another preset
         stale.unlink()

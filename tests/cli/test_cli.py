@@ -38,6 +38,8 @@ def test_demo_tiny_writes_images_grid_score_and_reuses_checkpoints(tmp_path):
     for stage in ("clip", "prior", "decoder"):
         assert (out / "checkpoints" / stage / "config.json").is_file()
         assert (out / "checkpoints" / stage / "model.safetensors").is_file()
+    pipeline_file = json.loads((out / "checkpoints" / "pipeline.json").read_text())   # the one pipeline layout
+    assert pipeline_file["sampling"]["decoder"]["sampler"] is not None and not (out / "checkpoints" / "sampling.json").exists()
 
     again = dalle2("demo", "--preset", "tiny", "--out", out)
     assert again.returncode == 0, again.stderr[-2000:]

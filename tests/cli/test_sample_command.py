@@ -10,7 +10,7 @@ from PIL import Image
 
 from dalle2_pytorch.cli.main import main
 from dalle2_pytorch.dalle2 import DALLE2
-from dalle2_pytorch.train.image_grid import save_image
+from dalle2_pytorch.images import save_image
 from tests.serve.tiny_model import (FAST_SAMPLING, save_as_demo_layout, save_as_first_dalle2_layout,
                                     save_tiny_checkpoint, tiny_dalle2)
 
