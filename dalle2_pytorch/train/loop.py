@@ -160,7 +160,10 @@ class TrainingRun:
         started = time.perf_counter()
         self.model.train()
         done = total is not None and counters["step"] >= total
+        start_step, epochs_started = counters["step"], 0
         while not done and counters["epoch"] < config.trainer.epochs:
+            epochs_started += 1
+            epoch = counters["epoch"]
             for batch in self.source.epoch_batches(counters["epoch"], skip=counters["batch_in_epoch"]):
                 if self.on_batch is not None:
                     self.on_batch(counters["step"], batch)
@@ -193,10 +196,16 @@ class TrainingRun:
                     done = True
                     break
             else:
-                if per_epoch is None:  # a stream without a known length: the epoch ends when it does
+                # the epoch's data ran out: a stream without a known length ends its epoch here, and so does a
+                # source that yielded fewer batches than it announced (never loop on an empty epoch)
+                if counters["epoch"] == epoch:
                     counters["epoch"] += 1
                     counters["batch_in_epoch"] = 0
         bar.close()
+        if counters["step"] == start_step and epochs_started:
+            raise RuntimeError(f"the {config.kind} run trained 0 steps: its data yielded no batch; check the data "
+                               f"settings {config.data.model_dump(mode='json')} (paths, shard patterns, batch size "
+                               "larger than the data set with drop_last)")
         final = last_metrics
         if evaluated_at != counters["step"]:
             final = self.evaluate()

@@ -16,7 +16,7 @@ pytest.importorskip("pyarrow")
 def _config(tmp_path, embeddings_url):
     return config_from_dict({
         "kind": "decoder",
-        "model": {"unets": [{"dim": 8, "dim_mults": [1, 2], "image_embed_dim": 8, "num_resnet_blocks": 1,
+        "model": {"unet": [{"dim": 8, "dim_mults": [1, 2], "image_embed_dim": 8, "num_resnet_blocks": 1,
                              "attn_heads": 1, "attn_dim_head": 8}],
                   "image_sizes": [16], "timesteps": 20, "learned_variance": False},
         "data": {"source": "webdataset", "urls": f"{tmp_path}/laion/{{00000..00001}}.tar",
