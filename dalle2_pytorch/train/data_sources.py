@@ -38,6 +38,12 @@ class _Indexed(Dataset):
         return index, self.dataset[index]
 
 
+def _loader_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """A private generator for a DataLoader: creating its iterator draws a worker base seed, which must not come from
+    the global stream (a resumed run restores that stream and would otherwise see one draw more or less)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_009 + rank)
+
+
 def _collate_indexed(items: list) -> dict[str, Any]:
     batch = _collate([item for _, item in items])
     batch["index"] = torch.tensor([index for index, _ in items])
@@ -69,15 +75,15 @@ class MapStyleSource:
         used = self.num_batches() * self.batch_size * self.world_size
         return order[:used][self.rank::self.world_size]
 
-    def _loader(self, indices: torch.Tensor) -> DataLoader:
+    def _loader(self, indices: torch.Tensor, epoch: int = -1) -> DataLoader:
         batches = [indices[i:i + self.batch_size].tolist() for i in range(0, len(indices), self.batch_size)]
         return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
-                          collate_fn=_collate_indexed)
+                          collate_fn=_collate_indexed, generator=_loader_generator(self.seed, epoch, self.rank))
 
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, Any]]:
         if hasattr(self.dataset.dataset, "set_epoch"):
             self.dataset.dataset.set_epoch(epoch)
-        yield from self._loader(self.epoch_order(epoch)[skip * self.batch_size:])
+        yield from self._loader(self.epoch_order(epoch)[skip * self.batch_size:], epoch)
 
     def val_batches(self, limit: int) -> Iterator[dict[str, Any]]:
         if len(self.val_indices) == 0:
@@ -142,14 +148,16 @@ class WebdatasetSource:
 
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, Any]]:
         self.train.set_position(epoch=epoch, batches_consumed=skip, batch_size=self.config.batch_size)
-        loader = DataLoader(self.train, batch_size=self.config.batch_size, num_workers=self.config.num_workers)
+        loader = DataLoader(self.train, batch_size=self.config.batch_size, num_workers=self.config.num_workers,
+                            generator=_loader_generator(self.config.seed, epoch, self.train.rank))
         for item in loader:
             yield self._batch(item)
 
     def val_batches(self, limit: int) -> Iterator[dict[str, Any]]:
         if self.val is None:
             return iter(())
-        loader = DataLoader(self.val, batch_size=self.config.batch_size)
+        loader = DataLoader(self.val, batch_size=self.config.batch_size,
+                            generator=_loader_generator(self.config.seed, -1, self.val.rank))
         return (self._batch(item) for _, item in zip(range(limit), loader))
 
 
