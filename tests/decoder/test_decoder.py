@@ -79,13 +79,23 @@ def test_bad_construction_raises(kwargs, match):
 # ----------------------------------------------------------------------------- training
 @pytest.mark.parametrize("objective", ["eps", "x0", "v"])
 def test_loss_is_finite_and_trains_every_parameter_of_the_unet(objective):
+    """After one optimiser step (the zero-initialised output conv is then non-zero) every weight of the unet gets a
+    non-zero, finite gradient.  Conditions are dropped half of the time so the learned null embeddings train too."""
     torch.manual_seed(0)
-    decoder = tiny_decoder(predict_x_start=objective == "x0", predict_v=objective == "v")
-    loss = decoder(images(size=8), image_embed=embeds())
+    decoder = tiny_decoder(text=True, image_cond_drop_prob=0.5, text_cond_drop_prob=0.5,
+                           predict_x_start=objective == "x0", predict_v=objective == "v")
+    unet = decoder.unets[0]
+    batch = dict(image_embed=embeds(8), text_encodings=text_encodings(8))
+    optimizer = torch.optim.Adam(unet.parameters(), lr=1e-2)
+    decoder(images(8, size=8), **batch).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    loss = decoder(images(8, size=8), **batch)
     loss.backward()
     assert torch.isfinite(loss)
-    grads = [p.grad for p in decoder.unets[0].parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    params = [(name, p) for name, p in unet.named_parameters() if p.requires_grad]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for _, p in params)
+    assert [name for name, p in params if p.grad.abs().max() == 0] == []
 
 
 def test_learned_variance_loss_stays_finite_for_extreme_outputs():
@@ -177,10 +187,28 @@ def test_guidance_needs_condition_dropout():
 # ----------------------------------------------------------------------------- sampling
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_every_core_sampler_runs_the_cascade(sampler):
+    """Each unet runs the sampler for its steps, and unet 2 upsamples unet 1's output: the whole cascade equals
+    sampling unet 1 alone and then upsampling its images with unet 2, with one generator going on across both."""
     torch.manual_seed(0)
     decoder = tiny_decoder(2)
-    out = decoder.sample(embeds(), sampler=sampler, steps=2, cond_scale=(2.0, 1.0))
-    assert out.shape == (2, 3, 16, 16) and out.min() >= 0 and out.max() <= 1
+    for unet in decoder.unets:   # non-zero output convs: the samples depend on the networks
+        with torch.no_grad():
+            unet.to_out.weight.normal_(0, 0.2)
+    seen = []
+    out = decoder.sample(embeds(), sampler=sampler, steps=2, cond_scale=(2.0, 1.0), callback=seen.append,
+                         generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 16, 16)
+    assert [info["unet_number"] for info in seen] == [1, 1, 2, 2]
+    generator = torch.Generator().manual_seed(0)
+    low = decoder.sample(embeds(), sampler=sampler, steps=2, cond_scale=2.0, stop_at_unet_number=1,
+                         generator=generator)
+    state = generator.get_state()
+    upsample = lambda image: decoder.sample(embeds(), sampler=sampler, steps=2, start_at_unet_number=2,  # noqa: E731
+                                            image=image, generator=torch.Generator().set_state(state))
+    high = upsample(low)
+    torch.testing.assert_close(out, high, atol=1e-3, rtol=0)   # 1e-3: low went through [0, 1] and back
+    other = upsample(1 - low)
+    assert (other - high).abs().max() > 1e-3   # unet 2's output depends on its low-resolution input
 
 
 def test_sampling_is_reproducible_with_a_generator_and_reports_progress():
