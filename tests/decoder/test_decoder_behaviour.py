@@ -5,13 +5,11 @@ condition dropped at its own rate, the default sampler, dynamic thresholding and
 The unets are observed by wrapping their ``forward`` on the instance, never through the decoder's private helpers.
 """
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dalle2_pytorch.diffusion import (ModelDenoiser, NoiseSchedule, dynamic_threshold, randn, sample_loop,
+from dalle2_pytorch.diffusion import (ModelDenoiser, NoiseSchedule, dynamic_threshold, sample_loop,
                                       static_clamp, vlb_loss)
 
 from .helpers import embeds, images, text_encodings, tiny_decoder

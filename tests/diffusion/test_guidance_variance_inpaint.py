@@ -17,11 +17,24 @@ def test_cfg_scale_one_is_conditional_and_matches_paper_form():
     torch.testing.assert_close(classifier_free_guidance(cond, null, 1 + w), (1 + w) * cond - w * null)
 
 
-def test_thresholding_keeps_values_in_range():
+def test_thresholding_keeps_values_in_range_by_imagens_formula():
+    """s = max(1, quantile(|x0|, p)) per sample, then clip to [-s, s] and divide by s."""
+    x = torch.tensor([[-3.0, -1.0, 0.5, 2.0],     # |x| sorted 0.5 1 2 3: the 0.5-quantile is 1.5
+                      [0.2, -0.4, 0.6, -0.8],     # every |x| < 1: s = 1, unchanged
+                      [4.0, -8.0, 2.0, 1.0]])     # |x| sorted 1 2 4 8: the 0.5-quantile is 3
+    expected = torch.tensor([[-1.0, -1 / 1.5, 0.5 / 1.5, 1.0],
+                             [0.2, -0.4, 0.6, -0.8],
+                             [1.0, -1.0, 2 / 3, 1 / 3]])
+    torch.testing.assert_close(dynamic_threshold(x, 0.5), expected)
+    # p = 1: s is the largest magnitude, so each sample is only rescaled
+    torch.testing.assert_close(dynamic_threshold(x, 1.0)[2], x[2] / 8)
+    # the threshold is per sample, over every element of an image
+    images = torch.stack([torch.full((2, 2, 2), 4.0), torch.full((2, 2, 2), -0.5)])
+    torch.testing.assert_close(dynamic_threshold(images, 0.9), torch.stack([torch.ones(2, 2, 2),
+                                                                            torch.full((2, 2, 2), -0.5)]))
     x = torch.randn(4, 3, 8, 8) * 5
     assert static_clamp(x).abs().max() <= 1
-    y = dynamic_threshold(x, 0.9)
-    assert y.abs().max() <= 1 + 1e-6
+    assert dynamic_threshold(x, 0.9).abs().max() <= 1 + 1e-6
     small = torch.rand(2, 3, 4, 4) * 0.5  # already in range: untouched
     torch.testing.assert_close(dynamic_threshold(small, 0.95), small)
     with pytest.raises(ValueError, match="percentile"):
@@ -64,17 +77,31 @@ def test_ddpm_uses_learned_variance_when_given():
 
 
 def test_repaint_keeps_known_region_exactly_and_fills_the_rest():
-    sched = NoiseSchedule("cosine", 50)
-    den = ModelDenoiser(vp_model_from_ve(gaussian_denoiser(0.0, 1.0), sched), sched, "x0")
-    known = torch.rand(2, 3, 8, 8)
+    """Before every network call the known region holds the known image noised to that call's step, and the unknown
+    region is sampled from the data distribution (here N(0, 1) per element)."""
+    schedule = NoiseSchedule("cosine", 50)
+    model = vp_model_from_ve(gaussian_denoiser(0.0, 1.0), schedule)
+    calls = []
+
+    def network(x_vp, t):
+        calls.append((x_vp.clone(), t.clone()))
+        return model(x_vp, t)
+
+    known = torch.full((16, 3, 8, 8), 0.8)
     mask = torch.zeros(1, 1, 8, 8)
     mask[..., :4] = 1
-    out = repaint_sample_loop(den, (2, 3, 8, 8), known, mask, resample_times=2, steps=10,
-                              generator=torch.Generator().manual_seed(0))
+    out = repaint_sample_loop(ModelDenoiser(network, schedule, "x0"), (16, 3, 8, 8), known, mask,
+                              resample_times=2, steps=50, generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 50 * 2
+    for x_vp, t in calls:
+        a, s = schedule.sqrt_alphas_cumprod[t[0]], schedule.sqrt_one_minus_alphas_cumprod[t[0]]
+        residual = (x_vp[..., :4] - a * known[..., :4]) / s
+        assert abs(residual.mean().item()) < 0.1 and 0.9 < residual.std().item() < 1.1, t[0].item()
     assert torch.equal(out[..., :4], known[..., :4])
-    assert not torch.allclose(out[..., 4:], known[..., 4:]) and torch.isfinite(out).all()
+    filled = out[..., 4:]
+    assert abs(filled.mean().item()) < 0.1 and filled.std().item() == pytest.approx(1.0, abs=0.1)
     with pytest.raises(ValueError, match="resample_times"):
-        repaint_sample_loop(den, (2, 3, 8, 8), known, mask, resample_times=0)
+        repaint_sample_loop(ModelDenoiser(network, schedule, "x0"), (16, 3, 8, 8), known, mask, resample_times=0)
 
 
 def test_condition_keep_mask_drops_at_the_given_rate():

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dalle2_pytorch.diffusion import ModelDenoiser, NoiseSchedule, sample_loop
 from dalle2_pytorch.prior.conditioning import rerank_by_text_similarity
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
@@ -68,15 +69,42 @@ def test_sampling_is_reproducible_with_a_generator():
 
 
 def test_default_sampler_follows_step_count():
-    prior = make_prior(sample_timesteps=5)
+    """DDPM over all training steps, DDIM over fewer: the default draws exactly what its explicit choice draws."""
     text_embed, _ = embeds()
-    calls = []
-    cond = {"text_embed": text_embed}
-    prior.p_sample_loop((4, DIM), cond, callback=calls.append)
-    assert len(calls) == 5  # sample_timesteps steps of DDIM
-    calls.clear()
-    prior.p_sample_loop((4, DIM), cond, timesteps=20, callback=calls.append)
-    assert len(calls) == 20  # all steps: DDPM
+    draw = lambda prior, **kw: prior.sample(text_embed=text_embed, num_samples_per_batch=1,  # noqa: E731
+                                            generator=torch.Generator().manual_seed(0), **kw)
+    full = make_prior()
+    assert torch.equal(draw(full), draw(full, sampler="ddpm"))
+    assert not torch.allclose(draw(full, sampler="ddpm"), draw(full, sampler="ddim", timesteps=20))
+    fewer = make_prior(sample_timesteps=5)
+    assert torch.equal(draw(fewer), draw(fewer, sampler="ddim", timesteps=5))
+    assert torch.equal(draw(full, timesteps=5), draw(full, sampler="ddim", timesteps=5))
+    assert not torch.allclose(draw(fewer, sampler="ddpm", timesteps=5), draw(fewer, sampler="ddim", timesteps=5))
+    assert torch.equal(draw(fewer, timesteps=20), draw(fewer, sampler="ddpm", timesteps=20))
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_cond_scale_guides_like_a_hand_built_guided_loop(sampler):
+    """Guidance changes the samples, and exactly as ``null + (cond - null) * scale`` in the core sampler would."""
+    prior = make_prior()
+    text_embed, _ = embeds()
+    net = prior.net.eval()
+
+    def hand_built(scale):
+        def guided(x, t):
+            cond = net(x, t, text_embed=text_embed)
+            null = net(x, t, text_embed=text_embed, text_cond_drop_prob=1.0, image_cond_drop_prob=1.0)
+            return null + (cond - null) * scale
+
+        denoiser = ModelDenoiser(guided, NoiseSchedule("cosine", 20), "x0")
+        x0 = sample_loop(denoiser, (4, DIM), sampler=sampler, steps=5, generator=torch.Generator().manual_seed(0))
+        return x0 / DIM ** 0.5
+
+    plain, guided = sample(prior, text_embed, sampler=sampler), sample(prior, text_embed, sampler=sampler,
+                                                                      cond_scale=3.0)
+    assert (plain - guided).abs().max() > 1e-2
+    torch.testing.assert_close(guided, hand_built(3.0), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(plain, hand_built(1.0), atol=1e-5, rtol=1e-4)
 
 
 def test_l2norm_clamp_options_change_output_as_documented():

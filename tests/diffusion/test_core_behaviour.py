@@ -1,0 +1,67 @@
+"""The diffusion core against hand-computed values: the step and input a network sees, the visited steps and the
+DDPM step variance from a learned interpolation."""
+
+import pytest
+import torch
+
+from dalle2_pytorch.diffusion import ModelDenoiser, NoiseSchedule, sample_loop, sampling_sigmas
+
+
+@pytest.mark.parametrize("objective", ["eps", "x0", "v"])
+def test_denoiser_gives_the_network_its_training_step_and_vp_input(objective):
+    schedule = NoiseSchedule("cosine", 50)
+    calls = []
+    out_value = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+
+    def network(x_vp, t):
+        calls.append((x_vp, t))
+        return out_value
+
+    denoiser = ModelDenoiser(network, schedule, objective)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    for step in (0, 7, 31, 49):
+        sigma = schedule.sigmas[step]
+        x0 = denoiser(x, sigma)
+        x_vp, t = calls[-1]
+        assert t.tolist() == [step] * 3
+        torch.testing.assert_close(x_vp, x / (1 + sigma ** 2).sqrt())
+        a, s = schedule.sqrt_alphas_cumprod[step], schedule.sqrt_one_minus_alphas_cumprod[step]
+        expected = {"eps": (x_vp - s * out_value) / a, "x0": out_value, "v": a * x_vp - s * out_value}[objective]
+        torch.testing.assert_close(x0, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddim", 4), ("ddpm", 4), ("euler", 3)])
+def test_samplers_visit_the_evenly_spaced_training_steps_from_the_last(sampler, steps):
+    schedule = NoiseSchedule("cosine", 20)
+    seen = []
+
+    def network(x_vp, t):
+        seen.append(t[0].item())
+        return torch.zeros_like(x_vp)
+
+    sample_loop(ModelDenoiser(network, schedule, "eps"), (2, 3), sampler=sampler, steps=steps,
+                generator=torch.Generator().manual_seed(0))
+    assert seen == torch.linspace(19, 0, steps).round().long().tolist()
+
+
+@pytest.mark.parametrize("frac", [0.0, 0.5, 1.0])
+def test_ddpm_step_variance_follows_the_learned_interpolation(frac):
+    """With x0 predicted as 0 every DDPM step is x_s = c x_t + noise of variance exp(frac log β + (1-frac) log β̃)
+    in VP units (β = 1 - ᾱ_t/ᾱ_s, β̃ = β (1 - ᾱ_s)/(1 - ᾱ_t)); the variance of the samples follows the recursion."""
+    schedule = NoiseSchedule("cosine", 30)
+    network = lambda x, t: (torch.zeros_like(x), torch.full_like(x, frac))  # noqa: E731
+    states = []
+    sample_loop(ModelDenoiser(network, schedule, "x0"), (20000, 1), sampler="ddpm", steps=6,
+                generator=torch.Generator().manual_seed(0), callback=states.append)
+    sigmas = sampling_sigmas(schedule, 6).double()
+    variance = 1.0
+    for i, info in enumerate(states[:-1]):
+        ac_t, ac_s = 1 / (1 + sigmas[i] ** 2), 1 / (1 + sigmas[i + 1] ** 2)
+        beta = 1 - ac_t / ac_s
+        beta_tilde = beta * (1 - ac_s) / (1 - ac_t)
+        coef = (1 - beta).sqrt() * (1 - ac_s) / (1 - ac_t)
+        variance = coef ** 2 * variance + torch.exp(frac * beta.log() + (1 - frac) * beta_tilde.log())
+        x_vp = info["x"].double() * ac_s.sqrt()
+        assert x_vp.var().item() == pytest.approx(variance.item(), rel=0.04), i
+
+
