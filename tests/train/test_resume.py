@@ -141,6 +141,11 @@ def check_resume_is_exact(make_config, tmp_path):
     assert summary["step"] == 20
     assert seen_before + seen_after == seen_straight      # the same batches, in the same order
     assert_same_weights(resumed, reference)
+    untrained = TrainingRun(make_config(tmp_path / "untrained"), show_progress=False)
+    for part, state in resumed.trainer.parts.items():     # the averages did follow the training
+        start = untrained.trainer.parts[part].ema.ema_model.state_dict()
+        moved = [not torch.equal(value, start[name]) for name, value in state.ema.ema_model.state_dict().items()]
+        assert any(moved), f"the EMA of {part} never moved from the initial weights"
 
 
 @pytest.mark.slow

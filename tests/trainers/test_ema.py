@@ -65,3 +65,28 @@ def test_use_ema_false_keeps_no_average():
     assert trainer.ema_unet(1) is None
     with pytest.raises(RuntimeError, match="without a forward pass"):
         trainer.update()
+
+
+def test_prior_ema_is_the_running_average_of_the_online_network():
+    """With warm-up off and an update every step, the EMA network after each step is d·ema + (1 - d)·online."""
+    from dalle2_pytorch.trainers.prior_trainer import DiffusionPriorTrainer
+    from tests.trainers.helpers import tiny_prior
+
+    beta = 0.5
+    trainer = DiffusionPriorTrainer(tiny_prior(), lr=5e-2, ema_beta=beta, ema_update_after_step=0,
+                                    ema_update_every=1)
+    online = trainer.diffusion_prior.net
+    initial = {n: p.detach().clone() for n, p in online.named_parameters()}
+    text, image = torch.randn(4, EMBED_DIM), torch.randn(4, EMBED_DIM)
+    expected = None
+    for step in range(5):
+        trainer(text_embed=text, image_embed=image)
+        trainer.update()
+        current = {n: p.detach().clone() for n, p in online.named_parameters()}
+        d = expected_decay(step + 1, beta=beta, after=0)
+        expected = current if expected is None else {n: d * expected[n] + (1 - d) * current[n] for n in current}
+    ema = dict(trainer.ema_diffusion_prior_net.named_parameters())
+    for name, value in expected.items():
+        torch.testing.assert_close(ema[name], value, rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(ema[n], initial[n]) for n in initial)      # it moved from the start
+    assert any(not torch.allclose(ema[n], p) for n, p in online.named_parameters())  # and lags the online net
