@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dalle2_pytorch.cli.main import main
@@ -29,9 +31,17 @@ def test_demo_tiny_writes_images_grid_score_and_reuses_checkpoints(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     assert "faithfulness" in first.stdout
     results = json.loads((out / "results.json").read_text())
-    assert results["preset"] == "tiny" and 0.0 <= results["faithfulness"] <= 1.0
+    assert results["preset"] == "tiny"
     images = sorted((out / "images").glob("*.png"))
     assert len(images) == results["num_images"] == 4
+    # the score is the pixel judge's verdict on the written images and their captions
+    from dalle2_pytorch.data import faithfulness
+
+    pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1).float() / 255
+                          for p in images])
+    captions = [reading["caption"] for reading in results["readings"]]
+    assert results["faithfulness"] == pytest.approx(faithfulness(pixels, captions, attributes=("colour", "shape")))
+    assert results["faithfulness"] == pytest.approx(sum(r["match"] for r in results["readings"]) / len(captions))
     assert Image.open(images[0]).size == (16, 16)
     grid = Image.open(out / "grid.png")
     assert grid.size[0] > 4 * 96 and grid.size[1] > 96  # one row of 4 cells with captions beneath

@@ -67,8 +67,20 @@ def test_vae_trains_and_logs_reconstructions(tmp_path):
 
 
 @pytest.mark.slow
-def test_clip_conditioned_decoder_reports_faithfulness(tmp_path):
+def test_clip_conditioned_decoder_reports_faithfulness(tmp_path, monkeypatch):
+    """The reported faithfulness is the pixel judge's verdict on the run's own samples of held-out captions."""
+    import dalle2_pytorch.data as data
     from dalle2_pytorch.clip.model import CLIP
+
+    judged = []
+    judge = data.faithfulness
+
+    def recording_judge(images, captions, **kwargs):
+        score = judge(images, captions, **kwargs)
+        judged.append((images.clone(), list(captions), score))
+        return score
+
+    monkeypatch.setattr(data, "faithfulness", recording_judge)
 
     clip = CLIP(dim_text=16, dim_image=16, dim_latent=8, text_seq_len=8, text_enc_depth=1, text_heads=2,
                 text_dim_head=8, visual_enc_depth=1, visual_heads=2, visual_dim_head=8, visual_image_size=16,
@@ -90,7 +102,11 @@ def test_clip_conditioned_decoder_reports_faithfulness(tmp_path):
         "checkpointing": {"directory": str(tmp_path / "decoder"), "save_every": 4},
     })
     summary = TrainingRun(config, show_progress=False).run()
-    assert summary["step"] == 4 and 0.0 <= summary["faithfulness"] <= 1.0
+    assert summary["step"] == 4
+    images, captions, score = judged[-1]
+    assert summary["faithfulness"] == score
+    assert images.shape == (4, 3, 16, 16) and len(captions) == 4 and all(" " in c for c in captions)
+    assert score == judge(images, captions, attributes=("colour", "shape"))
     logged = metrics(tmp_path / "decoder")
     assert [entry["unet"] for entry in logged if "unet" in entry] == []  # log_every 10 > 4 steps: none
     assert any(entry.get("image") == "decoder_samples" for entry in logged)
