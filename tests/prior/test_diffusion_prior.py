@@ -289,3 +289,34 @@ def test_sampling_checks_the_conditioning_once_with_clear_messages():
         prior.p_sample_loop((4, DIM), {"text_embed": text_embed, "text_encodings": torch.randn(4, 3, 8)})
     with pytest.raises(ValueError, match=r"text_embed must have shape \(batch, 16\)"):
         prior.p_sample_loop((4, DIM), {"text_embed": torch.randn(4, 8), "text_encodings": torch.randn(4, 3, DIM)})
+
+
+def test_training_drops_text_and_image_embed_each_at_its_own_rate(monkeypatch):
+    """Each row of the training batch keeps or drops the text and the noised image embedding independently, at
+    ``text_cond_drop_prob`` and ``image_cond_drop_prob``: found by matching every row of the network's output
+    against the four kept/dropped combinations."""
+    prior = make_prior(text_cond_drop_prob=0.2, image_cond_drop_prob=0.7)
+    net = prior.net
+    calls = []
+    original = net.forward
+
+    def recording(x, t, **kwargs):
+        out = original(x, t, **kwargs)
+        calls.append((x, t, kwargs, out.detach()))
+        return out
+
+    monkeypatch.setattr(net, "forward", recording)
+    g = torch.Generator().manual_seed(3)
+    text_embed = F.normalize(torch.randn(400, DIM, generator=g), dim=-1)
+    image_embed = F.normalize(torch.randn(400, DIM, generator=g), dim=-1)
+    prior(text_embed=text_embed, image_embed=image_embed)
+    (x, t, kwargs, out), = calls
+    inputs = {k: v for k, v in kwargs.items() if not k.endswith("_cond_drop_prob")}
+    keys = [(text, image) for text in (0.0, 1.0) for image in (0.0, 1.0)]
+    with torch.no_grad():
+        distance = torch.stack([(out - original(x, t, text_cond_drop_prob=text, image_cond_drop_prob=image,
+                                                **inputs)).abs().amax(1) for text, image in keys], dim=1)
+    matches = distance < 1e-5
+    assert (matches.sum(1) == 1).all()
+    text_rate, image_rate = torch.tensor(keys)[matches.float().argmax(1)].mean(0).tolist()
+    assert text_rate == pytest.approx(0.2, abs=0.07) and image_rate == pytest.approx(0.7, abs=0.07)
