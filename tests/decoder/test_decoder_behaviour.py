@@ -45,7 +45,8 @@ def test_learned_variance_loss_is_the_simple_loss_plus_the_weighted_vlb(objectiv
     """The hybrid objective of Improved DDPM, rebuilt by hand from the unet's recorded input and output."""
     torch.manual_seed(0)
     weight = 0.5
-    decoder = tiny_decoder(vb_loss_weight=weight, predict_x_start=objective == "x0", predict_v=objective == "v")
+    decoder = tiny_decoder(beta_schedule="cosine", vb_loss_weight=weight, predict_x_start=objective == "x0",
+                           predict_v=objective == "v")
     unet = wake_up(decoder.unets[0])
     calls = record_calls(monkeypatch, unet)
     image = images(4, size=8)
@@ -135,7 +136,7 @@ def hand_built_sample(decoder, emb, *, cond_scale, sampler, steps, seed, x0_tran
 
 def guided_decoder(**kwargs):
     torch.manual_seed(0)
-    decoder = tiny_decoder(timesteps=20, learned_variance=False, **kwargs)
+    decoder = tiny_decoder(beta_schedule="cosine", timesteps=20, learned_variance=False, **kwargs)
     wake_up(decoder.unets[0])
     return decoder.eval()
 
@@ -210,7 +211,7 @@ def test_repaint_feeds_the_unet_the_known_region_at_the_current_noise_level(monk
     """At every network call of inpainting, the kept region of the unet's input x_t is the known image noised to
     step t: (x_t - sqrt(ᾱ_t) known) / sqrt(1 - ᾱ_t) is standard normal there."""
     torch.manual_seed(0)
-    decoder = tiny_decoder(timesteps=20, learned_variance=False)
+    decoder = tiny_decoder(beta_schedule="cosine", timesteps=20, learned_variance=False)
     calls = record_calls(monkeypatch, wake_up(decoder.unets[0]))
     known = images(8, size=8)
     mask = torch.zeros(8, 8, 8, dtype=torch.bool)
