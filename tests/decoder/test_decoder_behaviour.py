@@ -102,6 +102,7 @@ def classify_drops(unet, x, t, out, emb, enc):
     return torch.tensor(keys, dtype=torch.float)[matches.float().argmax(1)]
 
 
+@pytest.mark.slow
 def test_decoder_training_drops_each_condition_at_its_own_rate(monkeypatch):
     torch.manual_seed(0)
     decoder = tiny_decoder(text=True, image_cond_drop_prob=0.2, text_cond_drop_prob=0.7, learned_variance=False)
