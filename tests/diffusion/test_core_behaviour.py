@@ -102,3 +102,53 @@ def test_vlb_pieces_match_torch_distributions():
     bits = torch.log(torch.tensor(2.0))
     expected = torch.stack([nll[0].mean(), kl[1].mean(), kl[2].mean()]) / bits
     torch.testing.assert_close(vlb_loss(schedule, x0, x_t, t, pred_x0, log_var), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_per_row_noise_levels_reach_the_network_row_by_row():
+    schedule = NoiseSchedule("linear", 50)
+    calls = []
+    denoiser = ModelDenoiser(lambda x, t: calls.append((x, t)) or torch.zeros_like(x), schedule, "eps")
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    steps = torch.tensor([0, 7, 31])
+    denoiser(x, schedule.sigmas[steps])
+    x_vp, t = calls[-1]
+    assert t.tolist() == steps.tolist()
+    torch.testing.assert_close(x_vp, x / (1 + schedule.sigmas[steps, None] ** 2).sqrt())
+
+
+def test_zero_terminal_snr_starts_at_the_infinite_level_only_for_x0_and_v():
+    """An ε network cannot denoise pure noise (ᾱ = 0), so its sampling skips the σ = ∞ level; x0 and v networks
+    start there, at the last training step."""
+    schedule = NoiseSchedule("cosine", 20, zero_terminal_snr=True)
+    assert torch.isinf(schedule.sigmas[-1])
+    for objective in ("x0", "v", "eps"):
+        seen = []
+
+        def network(x_vp, t):
+            seen.append(t[0].item())
+            return torch.zeros_like(x_vp)
+
+        denoiser = ModelDenoiser(network, schedule, objective)
+        out = sample_loop(denoiser, (2, 3), sampler="ddim", steps=4, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out).all()
+        assert (seen[0] == 19) == (objective != "eps"), (objective, seen)
+        denoiser(torch.ones(2, 3), torch.tensor(float("inf")))
+        assert seen[-1] == 19                  # σ = ∞ is the last step
+
+
+def test_self_conditioning_passes_the_previous_x0_estimate():
+    schedule = NoiseSchedule("cosine", 20)
+    received = []
+
+    def network(x_vp, t, self_cond=None):
+        received.append(None if self_cond is None else self_cond.clone())
+        return torch.full_like(x_vp, 0.5 * len(received))
+
+    denoiser = ModelDenoiser(network, schedule, "x0", self_condition=True, x0_transform=lambda x0: x0.clamp(max=0.6))
+    x = torch.zeros(2, 3)
+    denoiser(x, schedule.sigmas[10])
+    denoiser(x, schedule.sigmas[5])
+    denoiser(x, schedule.sigmas[2])
+    assert received[0] is None
+    torch.testing.assert_close(received[1], torch.full((2, 3), 0.5))   # the first x0 (after its transform)
+    torch.testing.assert_close(received[2], torch.full((2, 3), 0.6))   # 1.0 clamped to 0.6
