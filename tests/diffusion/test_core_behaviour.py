@@ -152,3 +152,17 @@ def test_self_conditioning_passes_the_previous_x0_estimate():
     assert received[0] is None
     torch.testing.assert_close(received[1], torch.full((2, 3), 0.5))   # the first x0 (after its transform)
     torch.testing.assert_close(received[2], torch.full((2, 3), 0.6))   # 1.0 clamped to 0.6
+
+
+def test_variance_frac_and_the_default_objective_on_hand_values():
+    from dalle2_pytorch.diffusion import variance_frac
+
+    raw = torch.tensor([-3.0, -1.0, 0.0, 0.5, 1.0, 3.0])
+    torch.testing.assert_close(variance_frac(raw), torch.tensor([0.0, 0.0, 0.5, 0.75, 1.0, 1.0]))
+    torch.testing.assert_close(variance_frac(raw, constrain=True), torch.sigmoid(raw))
+    schedule = NoiseSchedule("cosine", 20)
+    eps = torch.full((2, 3), 0.3)
+    denoiser = ModelDenoiser(lambda x, t: eps, schedule)      # ε is the default objective
+    x0 = denoiser(torch.ones(2, 3), schedule.sigmas[10])
+    a, s = schedule.sqrt_alphas_cumprod[10], schedule.sqrt_one_minus_alphas_cumprod[10]
+    torch.testing.assert_close(x0, (torch.ones(2, 3) * a - s * eps) / a)
