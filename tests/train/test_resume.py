@@ -95,7 +95,7 @@ def tiny_prior_config(directory, clip_path):
         "kind": "prior",
         "model": {"net": {"dim": 8, "depth": 1, "dim_head": 8, "heads": 2, "max_text_len": 8},
                   "clip": {"kind": "builtin", "path": str(clip_path)}, "timesteps": 20, "sample_timesteps": 4,
-                  "cond_drop_prob": 0.2},
+                  "cond_drop_prob": 0.2, "condition_on_text_encodings": False},
         "data": {"source": "toy", "num_samples": 40, "image_size": 16, "val_fraction": 0.2, "batch_size": 4},
         "trainer": {"epochs": 3, "max_steps": 20, "lr": 1e-3, "ema_beta": 0.9},
         "evaluation": {"validate_every": 0, "sample_every": 0, "validation_batches": 1, "sample_steps": 4},
@@ -107,7 +107,7 @@ def tiny_prior_config(directory, clip_path):
 def tiny_decoder_config(directory):
     return config_from_dict({
         "kind": "decoder",
-        "model": {"unets": [{"dim": 8, "dim_mults": [1, 2], "num_resnet_blocks": 1, "attn_heads": 1,
+        "model": {"unet": [{"dim": 8, "dim_mults": [1, 2], "num_resnet_blocks": 1, "attn_heads": 1,
                              "attn_dim_head": 8}],
                   "image_sizes": [8], "unconditional": True, "timesteps": 20, "learned_variance": True},
         "data": {"source": "toy", "num_samples": 40, "image_size": 8, "val_fraction": 0.2, "batch_size": 4},
