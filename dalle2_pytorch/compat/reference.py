@@ -1,10 +1,13 @@
-"""Loading models saved by the reference DALLE2-pytorch (1.15.6): one reader, one signature.
+"""Loading models saved by the reference DALLE2-pytorch (0.15.x to 1.15.6): one reader, one signature.
 
-Both loaders take ``(cls, path, kwargs, *, clip=None, strict=True)``:
+Both loaders take ``(cls, path, kwargs, *, clip=None, strict=True, version=None, use_ema=True)``:
 
 * ``path``: the reference ``state_dict()`` as ``.safetensors``, or a ``.pt``/``.pth`` file read
-  without unpickling (``torch.load(weights_only=True)``; a trainer checkpoint's ``{'model': ...}``
-  works);
+  without unpickling (``torch.load(weights_only=True)``, see :mod:`.checkpoint`): a bare state
+  dict, a trainer save's ``model``, or its ``ema_model`` (preferred; ``use_ema=False`` takes ``model``);
+* ``version``: the reference release that wrote the file; by default the one the file records, else
+  the one its keys and shapes point to (:mod:`.releases`).  Old releases computed slightly different
+  functions, which the models reproduce through constructor keywords the loader sets;
 * ``kwargs``: a dict or a JSON file describing the model the way the reference fixtures do
   (a whole fixture description ``{"kwargs": {...}, ...}`` is accepted too);
 * ``clip``: a CLIP (or adapter) for the model, since the reference CLIP is not converted;
@@ -24,7 +27,9 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from dalle2_pytorch.compat.checkpoint import read_reference_checkpoint
 from dalle2_pytorch.compat.prior import convert_reference_prior_state
+from dalle2_pytorch.compat.releases import detect_release, normalize_legacy_keys, prior_options, unet_options
 from dalle2_pytorch.compat.unet import convert_reference_unet_state
 from dalle2_pytorch.decoder.unet import Unet
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
@@ -77,12 +82,16 @@ def split_reference_kwargs(kwargs: Mapping[str, Any]) -> tuple[list[dict], dict]
 
 
 def load_reference_decoder(cls: type, path: str | Path, kwargs: ReferenceKwargs, *,
-                           clip: Optional[nn.Module] = None, strict: bool = True):
+                           clip: Optional[nn.Module] = None, strict: bool = True, version: Optional[str] = None,
+                           use_ema: bool = True):
     """Build ``cls`` (a Decoder) from reference kwargs and load the reference weights into it."""
     unet_kwargs, decoder_kwargs = split_reference_kwargs(read_reference_kwargs(kwargs))
-    unets = [Unet(**_tuples(kw)) for kw in unet_kwargs]
+    checkpoint = read_reference_checkpoint(path, use_ema=use_ema)
+    release = detect_release(checkpoint.state, "decoder", version=version, saved_version=checkpoint.saved_version)
+    options = unet_options(release)
+    unets = [Unet(**{**options, **_tuples(kw)}) for kw in unet_kwargs]
     decoder = cls(unet=tuple(unets), clip=clip, **decoder_kwargs)
-    state = read_reference_state(path)
+    state = normalize_legacy_keys(checkpoint.state)
 
     leftover = {k: v for k, v in state.items()
                 if not k.startswith("unets.") and not k.startswith(_RECOMPUTED_DECODER_PREFIXES)}
@@ -104,7 +113,7 @@ def load_reference_decoder(cls: type, path: str | Path, kwargs: ReferenceKwargs,
 
 # ---------------------------------------------------------------------------------- prior
 def load_reference_prior(cls: type, path: str | Path, kwargs: ReferenceKwargs, *,
-                         clip: Any = None, strict: bool = True):
+                         clip: Any = None, strict: bool = True, version: Optional[str] = None, use_ema: bool = True):
     """Build ``cls`` (a DiffusionPrior) from ``{"net": DiffusionPriorNetwork kwargs, "prior": DiffusionPrior
     kwargs, "image_embed_dim": int}`` and load the reference network weights into it."""
     config = read_reference_kwargs(kwargs)
@@ -112,13 +121,20 @@ def load_reference_prior(cls: type, path: str | Path, kwargs: ReferenceKwargs, *
     if unknown or "net" not in config:
         raise ValueError(f"config must have keys 'net', 'prior' and optionally 'image_embed_dim'; "
                          f"got {sorted(config)}")
-    net = DiffusionPriorNetwork(**config["net"])
+    checkpoint = read_reference_checkpoint(path, use_ema=use_ema)
+    release = detect_release(checkpoint.state, "prior", version=version, saved_version=checkpoint.saved_version)
+    options, bias_scale = prior_options(release)
+    net = DiffusionPriorNetwork(**{**options, **config["net"]})
     prior_kwargs = dict(config.get("prior", {}))
     if "image_embed_dim" in config:
         prior_kwargs.setdefault("image_embed_dim", config["image_embed_dim"])
     if clip is None and "image_embed_dim" not in prior_kwargs:
         prior_kwargs["image_embed_dim"] = net.dim
     prior = cls(net, clip=clip, **prior_kwargs)
-    state = convert_reference_prior_state(read_reference_state(path), strict=strict)
-    prior.net.load_state_dict({key[len("net."):]: value for key, value in state.items()}, strict=True)
+    state = convert_reference_prior_state(normalize_legacy_keys(checkpoint.state), strict=strict)
+    network_state = {key[len("net."):]: value for key, value in state.items()}
+    bias_key = "transformer.rel_pos_bias.bucket_bias.weight"
+    if bias_scale != 1 and bias_key in network_state:  # pb-relax attention of 0.23.3-1.4.2 (see .releases)
+        network_state[bias_key] = network_state[bias_key] * bias_scale
+    prior.net.load_state_dict(network_state, strict=True)
     return prior

@@ -31,6 +31,7 @@ UNET_RULES: list[tuple[str, str]] = [
     (r"^to_lowres_noise_cond\.3\.", "cond.lowres_noise_to_cond."),
     (r"^(norm_cond|norm_mid_cond)\.", r"cond.\1."),
     (r"^downs\.(\d+)\.0\.1\.", r"downs.\1.downsample_in.conv."),
+    (r"^downs\.(\d+)\.0\.(weight|bias)$", r"downs.\1.downsample_in.conv.\2"),  # 4x4 conv (<= 1.9)
     (r"^downs\.(\d+)\.0\.convs\.", r"downs.\1.downsample_in.convs."),
     (r"^downs\.(\d+)\.1\.", r"downs.\1.init_block."),
     (r"^downs\.(\d+)\.2\.(\d+)\.", r"downs.\1.blocks.\2."),
@@ -41,6 +42,7 @@ UNET_RULES: list[tuple[str, str]] = [
     (r"^ups\.(\d+)\.1\.(\d+)\.", r"ups.\1.blocks.\2."),
     (r"^ups\.(\d+)\.2\.(fn\.)?fn\.", r"ups.\1.attn."),
     (r"^ups\.(\d+)\.3\.(net\.0|1)\.", r"ups.\1.upsample.conv."),
+    (r"^ups\.(\d+)\.3\.(weight|bias)$", r"ups.\1.upsample.conv.\2"),  # ConvTranspose (0.15-0.20)
     (r"^mid_attn\.fn\.fn\.", "mid_attn."),
     (r"time_mlp\.1\.", "time_mlp."),
     (r"\.to_out\.0\.", ".to_out."),
@@ -67,6 +69,8 @@ def convert_reference_unet_state(unet: Unet, ref_state: Mapping[str, torch.Tenso
         if not key.startswith(prefix):
             continue
         ours = reference_key_to_ours(key[len(prefix):])
+        if ours not in target and ours.replace(".to_next_stage.", ".to_next_stage.conv.") in target:
+            ours = ours.replace(".to_next_stage.", ".to_next_stage.conv.")  # the 4x4 downsample of <= 1.9
         if ours not in target:
             if ours not in _OPTIONAL_IN_REFERENCE:
                 unexpected.append(key)

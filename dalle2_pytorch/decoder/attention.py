@@ -84,12 +84,14 @@ class CrossAttention(nn.Module):
 class FullSelfAttention(nn.Module):
     """Residual multi-query self-attention over every pixel of a (b, c, h, w) map."""
 
-    def __init__(self, dim: int, *, dim_head: int = 32, heads: int = 16, cosine_sim: bool = False):
+    def __init__(self, dim: int, *, dim_head: int = 32, heads: int = 16, cosine_sim: bool = False,
+                 sqrt_scale: bool = False):
         super().__init__()
         self.heads, self.dim_head, self.cosine_sim = heads, dim_head, cosine_sim
-        # the reference scales queries twice here, so its logits are q·k / dim_head (not / sqrt(dim_head));
-        # trained checkpoints depend on that temperature, so it is kept
-        self.scale = COSINE_SIM_SCALE if cosine_sim else dim_head ** -1.0
+        # the reference (from 1.4.3) scales queries twice here, so its logits are q·k / dim_head (not
+        # / sqrt(dim_head)); trained checkpoints depend on that temperature, so it is kept.
+        # ``sqrt_scale``: q·k / sqrt(dim_head), what releases up to 1.4.2 computed.
+        self.scale = COSINE_SIM_SCALE if cosine_sim else dim_head ** (-0.5 if sqrt_scale else -1.0)
         self.norm = LayerNorm(dim)
         self.null_kv = nn.Parameter(torch.randn(2, dim_head))
         self.to_q = nn.Linear(dim, dim_head * heads, bias=False)
@@ -121,8 +123,9 @@ class FullSelfAttention(nn.Module):
 class WindowSelfAttention(FullSelfAttention):
     """Residual self-attention restricted to non-overlapping ``window``×``window`` tiles of the map."""
 
-    def __init__(self, dim: int, *, window: int, dim_head: int = 32, heads: int = 16, cosine_sim: bool = False):
-        super().__init__(dim, dim_head=dim_head, heads=heads, cosine_sim=cosine_sim)
+    def __init__(self, dim: int, *, window: int, dim_head: int = 32, heads: int = 16, cosine_sim: bool = False,
+                 sqrt_scale: bool = False):
+        super().__init__(dim, dim_head=dim_head, heads=heads, cosine_sim=cosine_sim, sqrt_scale=sqrt_scale)
         self.window = window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,11 +139,15 @@ class WindowSelfAttention(FullSelfAttention):
 
 
 class LinearSelfAttention(nn.Module):
-    """Residual linear attention over a (b, c, h, w) map (cost linear in the number of pixels)."""
+    """Residual linear attention over a (b, c, h, w) map (cost linear in the number of pixels).
 
-    def __init__(self, dim: int, *, dim_head: int = 32, heads: int = 16):
+    ``normalize=False`` leaves out the l2-normalised values and the 1/sqrt(h·w) on keys and values,
+    as reference releases up to 1.3.x did.
+    """
+
+    def __init__(self, dim: int, *, dim_head: int = 32, heads: int = 16, normalize: bool = True):
         super().__init__()
-        self.heads, self.dim_head = heads, dim_head
+        self.heads, self.dim_head, self.normalize = heads, dim_head, normalize
         inner = dim_head * heads
         self.norm = ChannelLayerNorm(dim)
         self.to_qkv = nn.Conv2d(dim, inner * 3, 1, bias=False)
@@ -152,8 +159,9 @@ class LinearSelfAttention(nn.Module):
         n, h, d = hgt * wid, self.heads, self.dim_head
         q, k, v = self.to_qkv(self.norm(x)).view(b, 3, h, d, n).unbind(dim=1)
         q = q.softmax(dim=-2) * (d ** -0.5)           # over features
-        k = k.softmax(dim=-1) / math.sqrt(n)          # over positions
-        v = F.normalize(v, dim=-2) / math.sqrt(n)
+        k = k.softmax(dim=-1)                         # over positions
+        if self.normalize:
+            k, v = k / math.sqrt(n), F.normalize(v, dim=-2) / math.sqrt(n)
         context = torch.einsum("bhdn,bhen->bhde", k, v)
         out = torch.einsum("bhde,bhdn->bhen", context, q).reshape(b, h * d, hgt, wid)
         return x + self.out_norm(self.to_out(F.gelu(out)))

@@ -94,6 +94,28 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+class Conv4x4Downsample(nn.Module):
+    """Halve the resolution with a 4×4, stride-2, padding-1 convolution (reference releases up to 1.9.x)."""
+
+    def __init__(self, dim: int, dim_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim_out, 4, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ConvTransposeUpsample(nn.Module):
+    """Double the resolution with a 4×4, stride-2 transposed convolution (reference releases 0.15-0.20)."""
+
+    def __init__(self, dim: int, dim_out: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(dim, dim_out, 4, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
 class CrossEmbedLayer(nn.Module):
     """Parallel convs of several kernel sizes (CrossFormer) whose outputs are concatenated.
 

@@ -362,8 +362,13 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
     # ------------------------------------------------------------------ reference checkpoints
     @classmethod
     def from_reference_checkpoint(cls, path: str, kwargs: dict, *, clip: Optional[nn.Module] = None,
-                                  strict: bool = True) -> "Decoder":
-        """Build a decoder from a DALLE2-pytorch 1.15.6 checkpoint (see :mod:`dalle2_pytorch.compat.reference`)."""
+                                  strict: bool = True, version: Optional[str] = None,
+                                  use_ema: bool = True) -> "Decoder":
+        """Build a decoder from a DALLE2-pytorch checkpoint, 0.15.x to 1.15.6 (see :mod:`dalle2_pytorch.compat`).
+
+        ``version`` forces the writing release (default: recorded in the file, else detected from its
+        keys); ``use_ema=False`` takes a trainer save's online ``model`` instead of ``ema_model``.
+        """
         from dalle2_pytorch.compat.reference import load_reference_decoder
 
-        return load_reference_decoder(cls, path, kwargs, clip=clip, strict=strict)
+        return load_reference_decoder(cls, path, kwargs, clip=clip, strict=strict, version=version, use_ema=use_ema)

@@ -13,8 +13,8 @@ from ..diffusion.guidance import classifier_free_guidance
 from ..init_config import lists_as_tuples
 from ..serialization import PretrainedMixin, register_to_config
 from .attention import FullSelfAttention, LinearSelfAttention, WindowSelfAttention
-from .blocks import (CrossEmbedLayer, Downsample, DownLevel, NearestUpsample, PixelShuffleUpsample, ResnetBlock,
-                     UpLevel, UpsampleCombiner)
+from .blocks import (Conv4x4Downsample, ConvTransposeUpsample, CrossEmbedLayer, Downsample, DownLevel,
+                     NearestUpsample, PixelShuffleUpsample, ResnetBlock, UpLevel, UpsampleCombiner)
 from .unet_conditioning import UnetConditioning
 from ..validation import strict_keywords
 from .unet_checks import check_constructor_args, check_forward_inputs
@@ -75,6 +75,16 @@ class Unet(PretrainedMixin, nn.Module):
         final_conv_kernel_size: kernel of the zero-initialised output conv.
         combine_upsample_fmaps: feed every up-level's output (resized) to the final block.
         checkpoint_during_training: gradient checkpointing of blocks and attention while training.
+
+    Options for weights written by old reference releases (the defaults are today's function;
+    ``dalle2_pytorch.compat`` sets them when it loads such a checkpoint):
+
+        conv4x4_downsample: downsample with a 4×4 stride-2 conv (releases up to 1.9.x) instead of the 2×2 SP-conv.
+        conv_transpose_upsample: upsample with a 4×4 stride-2 transposed conv (releases 0.15-0.20).
+        self_attn_sqrt_scale: full self-attention logits q·k/sqrt(attn_dim_head) (releases up to 1.4.2)
+            instead of q·k/attn_dim_head.
+        linear_attn_normalize: False leaves out the value l2-norm and 1/sqrt(h·w) of the linear
+            (``sparse_attn``) attention (releases up to 1.3.x).
     """
 
     @strict_keywords(hints=_REMOVED)
@@ -121,6 +131,10 @@ class Unet(PretrainedMixin, nn.Module):
         final_conv_kernel_size: int = 1,
         combine_upsample_fmaps: bool = False,
         checkpoint_during_training: bool = False,
+        conv4x4_downsample: bool = False,
+        conv_transpose_upsample: bool = False,
+        self_attn_sqrt_scale: bool = False,
+        linear_attn_normalize: bool = True,
     ):
         config = {k: (tuple(v) if isinstance(v, list) else v) for k, v in locals().items()
                   if k not in ("self", "__class__")}
@@ -161,17 +175,19 @@ class Unet(PretrainedMixin, nn.Module):
         def attention(d, full):
             shape = dict(dim_head=attn_dim_head, heads=attn_heads)
             if full:
-                return FullSelfAttention(d, cosine_sim=cosine_sim_self_attn, **shape)
+                return FullSelfAttention(d, cosine_sim=cosine_sim_self_attn, sqrt_scale=self_attn_sqrt_scale, **shape)
             if sparse_attn and sparse_attn_window is not None:
-                return WindowSelfAttention(d, window=sparse_attn_window, cosine_sim=cosine_sim_self_attn, **shape)
-            return LinearSelfAttention(d, **shape) if sparse_attn else None
+                return WindowSelfAttention(d, window=sparse_attn_window, cosine_sim=cosine_sim_self_attn,
+                                           sqrt_scale=self_attn_sqrt_scale, **shape)
+            return LinearSelfAttention(d, normalize=linear_attn_normalize, **shape) if sparse_attn else None
 
         def downsample(d_in, d_out):
             if cross_embed_downsample:
                 return CrossEmbedLayer(d_in, d_out, kernel_sizes=cross_embed_downsample_kernel_sizes, stride=2)
-            return Downsample(d_in, d_out)
+            return Conv4x4Downsample(d_in, d_out) if conv4x4_downsample else Downsample(d_in, d_out)
 
-        upsample = PixelShuffleUpsample if pixel_shuffle_upsample else NearestUpsample
+        upsample = (ConvTransposeUpsample if conv_transpose_upsample
+                    else PixelShuffleUpsample if pixel_shuffle_upsample else NearestUpsample)
         self.init_resnet_block = resnet(init_dim, init_dim, groups[0]) if memory_efficient else None
 
         dims = [init_dim, *(dim * m for m in dim_mults)]

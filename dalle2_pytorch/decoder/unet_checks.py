@@ -29,6 +29,8 @@ def check_constructor_args(cfg: dict[str, Any]) -> None:
         raise ValueError("cond_on_text_encodings=True needs text_embed_dim (the width of the text encodings)")
     if cfg["sparse_attn_window"] is not None and not cfg["sparse_attn"]:
         raise ValueError(f"sparse_attn_window={cfg['sparse_attn_window']} only applies with sparse_attn=True")
+    if cfg["conv4x4_downsample"] and cfg["cross_embed_downsample"]:
+        raise ValueError("conv4x4_downsample and cross_embed_downsample are two different downsamplers; choose one")
     for name in ("final_conv_kernel_size", "init_conv_kernel_size"):
         if cfg[name] % 2 == 0:
             raise ValueError(f"{name} must be odd so the output keeps its size, got {cfg[name]}")
