@@ -235,15 +235,18 @@ class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
     # ------------------------------------------------------------------ reference checkpoints
     @classmethod
     def from_reference_checkpoint(cls, path: str | Path, config: dict[str, Any] | str | Path, *,
-                                  clip: Any = None, strict: bool = True) -> "DiffusionPrior":
-        """Build a prior from a DALLE2-pytorch 1.15.6 checkpoint (see :mod:`dalle2_pytorch.compat.reference`).
+                                  clip: Any = None, strict: bool = True, version: str | None = None,
+                                  use_ema: bool = True) -> "DiffusionPrior":
+        """Build a prior from a DALLE2-pytorch checkpoint, 0.15.x to 1.15.6 (see :mod:`dalle2_pytorch.compat`).
 
         ``path``: the reference ``DiffusionPrior.state_dict()`` as ``.safetensors``, or a ``.pt``/``.pth``
-        file (read with ``torch.load(weights_only=True)``; a trainer checkpoint's ``model`` entry works).
+        file (read with ``torch.load(weights_only=True)``): a bare state dict or a trainer save, whose
+        ``ema_model`` is taken (``use_ema=False``: its ``model``).  ``version`` forces the writing
+        release (default: recorded in the file, else detected from its keys).
         ``config``: a dict (or JSON file) ``{"net": DiffusionPriorNetwork kwargs, "prior": DiffusionPrior
         kwargs, "image_embed_dim": int}``, the layout of the reference fixtures' ``kwargs``.
         ``strict=False`` skips keys the loader does not convert instead of refusing the file.
         """
         from dalle2_pytorch.compat.reference import load_reference_prior
 
-        return load_reference_prior(cls, path, config, clip=clip, strict=strict)
+        return load_reference_prior(cls, path, config, clip=clip, strict=strict, version=version, use_ema=use_ema)

@@ -27,6 +27,8 @@ from dalle2_pytorch.prior.layers import SinusoidalTimeEmbedding
 from dalle2_pytorch.prior.transformer import CausalTransformer
 from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
 
+NULL_CONDITIONING = ("learned", "padding", "mask")
+
 
 def _check_positive_int(name: str, value: object, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -86,6 +88,18 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
         cosine_sim: cosine-similarity attention (l2-normalised q, k; the reference's behaviour);
             False gives ordinary dot-product attention scaled by ``dim_head ** -0.5``.
         cosine_sim_scale: the logit scale (inverse temperature) of cosine-similarity attention.
+        stable_norm_out: the output norm divides by the max first (False: a plain LayerNorm, as
+            reference releases up to 0.16.1 had).
+        null_conditioning: how padding and dropped conditions are represented, for weights of old
+            reference releases (:mod:`dalle2_pytorch.compat` sets it):
+
+            * ``"learned"`` (today): padding and dropped text become learned null tokens, a dropped
+              text embed / image embed learned null embeddings;
+            * ``"padding"`` (releases 0.23.1-1.8.x): learned null tokens for text padding only;
+              dropping a condition has no effect, so guidance returns the conditional output;
+            * ``"mask"`` (releases up to 0.23.0): no null tokens; text padding (all-zero rows) is
+              masked out of attention as keys in every layer, and a dropped text condition masks
+              every text-encoding token and the text-embed token.  The image embed is never dropped.
     """
 
     @register_to_config
@@ -94,8 +108,11 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
                  num_text_embeds: int = 1, max_text_len: int = 256, self_cond: bool = False,
                  norm_in: bool = False, norm_out: bool = True, attn_dropout: float = 0.0, ff_dropout: float = 0.0,
                  final_proj: bool = True, normformer: bool = False, rotary_emb: bool = True,
-                 cosine_sim: bool = True, cosine_sim_scale: float = 16.0) -> None:
+                 cosine_sim: bool = True, cosine_sim_scale: float = 16.0, stable_norm_out: bool = True,
+                 null_conditioning: str = "learned") -> None:
         super().__init__()
+        if null_conditioning not in NULL_CONDITIONING:
+            raise ValueError(f"null_conditioning must be one of {NULL_CONDITIONING}, got {null_conditioning!r}")
         for name, value in (("dim", dim), ("depth", depth), ("dim_head", dim_head), ("heads", heads),
                             ("num_time_embeds", num_time_embeds), ("num_image_embeds", num_image_embeds),
                             ("num_text_embeds", num_text_embeds)):
@@ -111,6 +128,7 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
         _check_probability("ff_dropout", ff_dropout)
 
         self.dim = dim
+        self.null_conditioning = null_conditioning
         self.max_text_len = max_text_len
         self.self_cond = self_cond
         self.num_text_embeds, self.num_image_embeds = num_text_embeds, num_image_embeds
@@ -119,13 +137,16 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
         self.image_embed_proj = nn.Linear(dim, dim * num_image_embeds) if num_image_embeds > 1 else None
         self.time_embed = TimeEmbedding(dim, num_time_embeds, num_timesteps)
         self.learned_query = nn.Parameter(torch.randn(dim))
-        self.null_text_encodings = nn.Parameter(torch.randn(1, max_text_len, dim))
-        self.null_text_embeds = nn.Parameter(torch.randn(1, num_text_embeds, dim))
-        self.null_image_embed = nn.Parameter(torch.randn(1, dim))
+        if null_conditioning != "mask":
+            self.null_text_encodings = nn.Parameter(torch.randn(1, max_text_len, dim))
+        if null_conditioning == "learned":
+            self.null_text_embeds = nn.Parameter(torch.randn(1, num_text_embeds, dim))
+            self.null_image_embed = nn.Parameter(torch.randn(1, dim))
         self.transformer = CausalTransformer(
             dim=dim, depth=depth, dim_head=dim_head, heads=heads, ff_mult=ff_mult, norm_in=norm_in,
             norm_out=norm_out, attn_dropout=attn_dropout, ff_dropout=ff_dropout, final_proj=final_proj,
-            normformer=normformer, rotary_emb=rotary_emb, cosine_sim=cosine_sim, cosine_sim_scale=cosine_sim_scale)
+            normformer=normformer, rotary_emb=rotary_emb, cosine_sim=cosine_sim, cosine_sim_scale=cosine_sim_scale,
+            stable_norm_out=stable_norm_out)
 
     # ------------------------------------------------------------------ helpers
     def _tokens(self, vector: torch.Tensor, proj: nn.Linear | None, count: int) -> torch.Tensor:
@@ -177,6 +198,9 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
     def _forward(self, image_embed: torch.Tensor, diffusion_timesteps: torch.Tensor, text_embed: torch.Tensor,
                  text_encodings: torch.Tensor | None, self_cond: torch.Tensor | None, text_cond_drop_prob: float,
                  image_cond_drop_prob: float, cache: "PrefixCache | None") -> torch.Tensor:
+        if self.null_conditioning != "learned":
+            return self._forward_legacy(image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond,
+                                        text_cond_drop_prob)
         batch, device, dtype = image_embed.shape[0], image_embed.device, image_embed.dtype
         text_keep = keep_mask(batch, text_cond_drop_prob, device)
         image_keep = keep_mask(batch, image_cond_drop_prob, device)
@@ -188,10 +212,7 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
         image_tokens = torch.where(image_keep[:, None, None], image_tokens, null_image)
         time_tokens = self.time_embed(diffusion_timesteps).to(dtype)
 
-        query = self.learned_query.to(dtype).expand(batch, 1, -1)
-        if self.self_cond:
-            cond = self_cond if self_cond is not None else torch.zeros(batch, self.dim, device=device, dtype=dtype)
-            query = torch.cat((cond[:, None, :], query), dim=1)
+        query = self._query(self_cond, batch, dtype)
 
         # The text-encoding slots come first and, under the causal mask, see only each other.  When
         # no encodings are given or all text is dropped they are the same for every row: run them
@@ -208,6 +229,37 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
             text_tokens = self._text_encoding_tokens(text_encodings.to(dtype), text_keep)
             tokens = self.transformer(torch.cat((text_tokens, per_row), dim=1))
         return tokens[:, -1]
+
+    def _query(self, self_cond: torch.Tensor | None, batch: int, dtype: torch.dtype) -> torch.Tensor:
+        """The learned query token, after the self-conditioning token when the network has one."""
+        query = self.learned_query.to(dtype).expand(batch, 1, -1)
+        if self.self_cond:
+            cond = self_cond if self_cond is not None else query.new_zeros(batch, self.dim)
+            query = torch.cat((cond[:, None, :], query), dim=1)
+        return query
+
+    def _forward_legacy(self, image_embed: torch.Tensor, diffusion_timesteps: torch.Tensor, text_embed: torch.Tensor,
+                        text_encodings: torch.Tensor | None, self_cond: torch.Tensor | None,
+                        text_cond_drop_prob: float) -> torch.Tensor:
+        """The ``"padding"`` and ``"mask"`` null conditionings (see the class doc); no prefix cache."""
+        batch, device, dtype = image_embed.shape[0], image_embed.device, image_embed.dtype
+        text_tokens = self._tokens(text_embed, self.text_embed_proj, self.num_text_embeds)
+        image_tokens = self._tokens(image_embed, self.image_embed_proj, self.num_image_embeds)
+        time_tokens = self.time_embed(diffusion_timesteps).to(dtype)
+        per_row = torch.cat([text_tokens, time_tokens, image_tokens, self._query(self_cond, batch, dtype)], dim=1)
+        if self.null_conditioning == "padding":  # dropping has no effect in these releases
+            if text_encodings is None:
+                return self.transformer(per_row, shared_prefix=self.null_text_encodings.to(dtype))[:, -1]
+            text = null_pad_text(text_encodings.to(dtype), self.null_text_encodings, self.max_text_len)
+            return self.transformer(torch.cat((text, per_row), dim=1))[:, -1]
+        if text_encodings is None:
+            text_encodings = image_embed.new_zeros(batch, 0, self.dim)
+        keep = keep_mask(batch, text_cond_drop_prob, device)
+        text_present = (text_encodings != 0).any(dim=-1) & keep[:, None]
+        key_mask = torch.cat((text_present, keep[:, None].expand(batch, self.num_text_embeds),
+                              keep.new_ones(batch, per_row.shape[1] - self.num_text_embeds)), dim=1)
+        tokens = torch.cat((text_encodings.to(dtype), per_row), dim=1)
+        return self.transformer(tokens, key_mask=key_mask)[:, -1]
 
     def forward_with_cond_scale(self, image_embed: torch.Tensor, diffusion_timesteps: torch.Tensor, *,
                                 text_embed: torch.Tensor, text_encodings: torch.Tensor | None = None,
@@ -233,7 +285,7 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
         (a sampling loop calls this at every step with the same, already validated conditioning)."""
         args = (image_embed, diffusion_timesteps, text_embed, text_encodings, self_cond)
         cond = self._forward(*args, text_cond_drop_prob, image_cond_drop_prob, cache)
-        if cond_scale == 1:
+        if cond_scale == 1 or self.null_conditioning == "padding":  # "padding": the null pass equals cond
             return cond
         null = self._forward(*args, 1.0, 1.0, cache)
         return classifier_free_guidance(cond, null, cond_scale)

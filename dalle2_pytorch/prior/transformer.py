@@ -12,6 +12,7 @@ full sequence, without spending a batch's worth of compute on hundreds of consta
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dalle2_pytorch.prior.attention import KeyValue, MultiQueryAttention
@@ -31,7 +32,8 @@ class CausalTransformer(nn.Module):
     def __init__(self, *, dim: int, depth: int, dim_head: int = 64, heads: int = 8, ff_mult: float = 4,
                  norm_in: bool = False, norm_out: bool = True, attn_dropout: float = 0.0,
                  ff_dropout: float = 0.0, final_proj: bool = True, normformer: bool = False,
-                 rotary_emb: bool = True, cosine_sim: bool = True, cosine_sim_scale: float = 16.0) -> None:
+                 rotary_emb: bool = True, cosine_sim: bool = True, cosine_sim_scale: float = 16.0,
+                 stable_norm_out: bool = True) -> None:
         super().__init__()
         self.heads = heads
         self.norm_in = GainLayerNorm(dim) if norm_in else None
@@ -45,7 +47,7 @@ class CausalTransformer(nn.Module):
             )
             for _ in range(depth)
         ])
-        self.norm_out = GainLayerNorm(dim, stable=True) if norm_out else None
+        self.norm_out = GainLayerNorm(dim, stable=stable_norm_out) if norm_out else None
         self.project_out = nn.Linear(dim, dim, bias=False) if final_proj else None
         self._position_cache: dict = {}  # (start, length, device) -> constant position tensors
 
@@ -104,12 +106,18 @@ class CausalTransformer(nn.Module):
         return self._position_cache[key]
 
     def forward(self, tokens: torch.Tensor, prefix_key_values: list[KeyValue] | None = None, *,
-                shared_prefix: torch.Tensor | None = None) -> torch.Tensor:
+                shared_prefix: torch.Tensor | None = None, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs for ``tokens`` (b, n, d) placed after a prefix shared by every row.
 
         The prefix is given either as tokens ``shared_prefix`` (1, p, d), run together with the
         rows (training), or by its already computed :meth:`prefix_key_values` (sampling cache).
+        ``key_mask`` (b, n) bool, without a prefix: False tokens are hidden from every query as keys
+        (the null key stays visible), the explicit padding mask of old reference priors.
         """
+        if key_mask is not None:
+            if shared_prefix is not None or prefix_key_values:
+                raise ValueError("key_mask cannot be combined with a shared prefix or prefix key/values")
+            return self._finish(self._forward_masked(tokens, key_mask))
         if shared_prefix is not None and shared_prefix.shape[1] > 0:
             return self._finish(self._forward_with_shared_prefix(tokens, shared_prefix))
         prefix_key_values = prefix_key_values or None
@@ -123,6 +131,17 @@ class CausalTransformer(nn.Module):
             x = x + attn_out
             x = x + block.ff(x)
         return self._finish(x)
+
+    def _forward_masked(self, tokens: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        x = tokens if self.norm_in is None else self.norm_in(tokens)
+        buckets, causal, rotary = self._positions(0, x.shape[1], x.device)
+        visible = F.pad(key_mask.bool(), (1, 0), value=True)  # the null key is always visible
+        hidden = torch.zeros(visible.shape, device=x.device).masked_fill(~visible, float("-inf"))
+        bias = self.attention_bias(buckets, causal)[None, None] + hidden[:, None, None, :]
+        for block in self.blocks:
+            x = x + block.attn(x, bias, rotary_tables=rotary)[0]
+            x = x + block.ff(x)
+        return x
 
     def _forward_with_shared_prefix(self, tokens: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         b, n, d = tokens.shape
