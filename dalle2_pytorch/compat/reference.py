@@ -29,6 +29,8 @@ from torch import nn
 
 from dalle2_pytorch.compat.checkpoint import read_reference_checkpoint
 from dalle2_pytorch.compat.prior import convert_reference_prior_state
+from dalle2_pytorch.compat.train_config import (decoder_kwargs_from_training_config, is_decoder_training_config,
+                                                is_prior_training_config, prior_kwargs_from_training_config)
 from dalle2_pytorch.compat.releases import detect_release, normalize_legacy_keys, prior_options, unet_options
 from dalle2_pytorch.compat.unet import convert_reference_unet_state
 from dalle2_pytorch.decoder.unet import Unet
@@ -85,7 +87,10 @@ def load_reference_decoder(cls: type, path: str | Path, kwargs: ReferenceKwargs,
                            clip: Optional[nn.Module] = None, strict: bool = True, version: Optional[str] = None,
                            use_ema: bool = True):
     """Build ``cls`` (a Decoder) from reference kwargs and load the reference weights into it."""
-    unet_kwargs, decoder_kwargs = split_reference_kwargs(read_reference_kwargs(kwargs))
+    description = read_reference_kwargs(kwargs)
+    if is_decoder_training_config(description):  # the reference's TrainDecoderConfig JSON
+        description = decoder_kwargs_from_training_config(description)[0]
+    unet_kwargs, decoder_kwargs = split_reference_kwargs(description)
     checkpoint = read_reference_checkpoint(path, use_ema=use_ema)
     release = detect_release(checkpoint.state, "decoder", version=version, saved_version=checkpoint.saved_version)
     options = unet_options(release)
@@ -117,6 +122,8 @@ def load_reference_prior(cls: type, path: str | Path, kwargs: ReferenceKwargs, *
     """Build ``cls`` (a DiffusionPrior) from ``{"net": DiffusionPriorNetwork kwargs, "prior": DiffusionPrior
     kwargs, "image_embed_dim": int}`` and load the reference network weights into it."""
     config = read_reference_kwargs(kwargs)
+    if is_prior_training_config(config):  # the reference's TrainDiffusionPriorConfig JSON
+        config = prior_kwargs_from_training_config(config)[0]
     unknown = set(config) - {"net", "prior", "image_embed_dim"}
     if unknown or "net" not in config:
         raise ValueError(f"config must have keys 'net', 'prior' and optionally 'image_embed_dim'; "
