@@ -2,7 +2,8 @@
 
 Both loaders take ``(cls, path, kwargs, *, clip=None, strict=True, version=None, use_ema=True)``:
 
-* ``path``: the reference ``state_dict()`` as ``.safetensors``, or a ``.pt``/``.pth`` file read
+* ``path``: a local file or a ``hub:<org>/<repo>[@<revision>]/<file>`` name (:mod:`.hub`), holding
+  the reference ``state_dict()`` as ``.safetensors``, or a ``.pt``/``.pth`` file read
   without unpickling (``torch.load(weights_only=True)``, see :mod:`.checkpoint`): a bare state
   dict, a trainer save's ``model``, or its ``ema_model`` (preferred; ``use_ema=False`` takes ``model``);
 * ``version``: the reference release that wrote the file; by default the one the file records, else
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from dalle2_pytorch.compat.checkpoint import read_reference_checkpoint
+from dalle2_pytorch.compat.hub import is_hub_name, resolve_reference_path
 from dalle2_pytorch.compat.prior import convert_reference_prior_state
 from dalle2_pytorch.compat.train_config import (decoder_kwargs_from_training_config, is_decoder_training_config,
                                                 is_prior_training_config, prior_kwargs_from_training_config)
@@ -55,7 +57,10 @@ def read_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def read_reference_kwargs(kwargs: ReferenceKwargs) -> dict[str, Any]:
-    """The model description as a dict, from a dict or a JSON file; a fixture's ``kwargs`` entry is unwrapped."""
+    """The model description as a dict, from a dict or a JSON file (a local path or a ``hub:`` name);
+    a fixture's ``kwargs`` entry is unwrapped."""
+    if is_hub_name(kwargs):
+        kwargs = resolve_reference_path(kwargs)
     if not isinstance(kwargs, Mapping):
         kwargs = json.loads(Path(kwargs).read_text())
     kwargs = dict(kwargs)
@@ -91,7 +96,7 @@ def load_reference_decoder(cls: type, path: str | Path, kwargs: ReferenceKwargs,
     if is_decoder_training_config(description):  # the reference's TrainDecoderConfig JSON
         description = decoder_kwargs_from_training_config(description)[0]
     unet_kwargs, decoder_kwargs = split_reference_kwargs(description)
-    checkpoint = read_reference_checkpoint(path, use_ema=use_ema)
+    checkpoint = read_reference_checkpoint(resolve_reference_path(path), use_ema=use_ema)
     release = detect_release(checkpoint.state, "decoder", version=version, saved_version=checkpoint.saved_version)
     options = unet_options(release)
     unets = [Unet(**{**options, **_tuples(kw)}) for kw in unet_kwargs]
@@ -128,7 +133,7 @@ def load_reference_prior(cls: type, path: str | Path, kwargs: ReferenceKwargs, *
     if unknown or "net" not in config:
         raise ValueError(f"config must have keys 'net', 'prior' and optionally 'image_embed_dim'; "
                          f"got {sorted(config)}")
-    checkpoint = read_reference_checkpoint(path, use_ema=use_ema)
+    checkpoint = read_reference_checkpoint(resolve_reference_path(path), use_ema=use_ema)
     release = detect_release(checkpoint.state, "prior", version=version, saved_version=checkpoint.saved_version)
     options, bias_scale = prior_options(release)
     net = DiffusionPriorNetwork(**{**options, **config["net"]})
