@@ -76,6 +76,15 @@ def _decoder_evidence(state: Mapping[str, torch.Tensor]) -> list[Evidence]:
         if re.fullmatch(r"unets\.\d+\.ups\.\d+\.3\.net\.0\.weight", key):
             evidence.append(Evidence("pixel-shuffle upsample (ups.i.3.net.0.weight)", (0, 21, 0), INF))
             break
+    for key, value in state.items():  # an upsampler's output conv reads the low-res image again from 0.24.0
+        match = re.fullmatch(r"unets\.([1-9]\d*)\.to_out\.weight", key)
+        block = f"unets.{match[1]}.final_resnet_block.block2.project.weight" if match else None
+        if block in state:
+            if value.shape[1] == state[block].shape[0]:
+                evidence.append(Evidence("upsampler output conv without the low-res concat", (0, 0, 0), (0, 23, 999)))
+            else:
+                evidence.append(Evidence("upsampler output conv with the low-res concat", (0, 24, 0), INF))
+            break
     for key, value in state.items():
         if re.fullmatch(r"unets\.\d+\.downs\.\d+\.[04]\.weight", key) and value.dim() == 4 and value.shape[-1] == 4:
             evidence.append(Evidence("4x4 stride-2 downsample (downs.i.{0,4}.weight)", (0, 0, 0), (1, 9, 999)))
@@ -147,6 +156,8 @@ def unet_options(release: Release) -> dict:
         options["self_attn_sqrt_scale"] = True
     if release < (1, 4, 0):
         options["linear_attn_normalize"] = False
+    if release < (0, 24, 0):
+        options["lowres_cond_final_concat"] = False
     return options
 
 

@@ -85,6 +85,8 @@ class Unet(PretrainedMixin, nn.Module):
             instead of q·k/attn_dim_head.
         linear_attn_normalize: False leaves out the value l2-norm and 1/sqrt(h·w) of the linear
             (``sparse_attn``) attention (releases up to 1.3.x).
+        lowres_cond_final_concat: False: an upsampler (``lowres_cond``) does not concatenate the low-res
+            image again before its output conv (releases up to 0.23.x).
     """
 
     @strict_keywords(hints=_REMOVED)
@@ -135,6 +137,7 @@ class Unet(PretrainedMixin, nn.Module):
         conv_transpose_upsample: bool = False,
         self_attn_sqrt_scale: bool = False,
         linear_attn_normalize: bool = True,
+        lowres_cond_final_concat: bool = True,
     ):
         config = {k: (tuple(v) if isinstance(v, list) else v) for k, v in locals().items()
                   if k not in ("self", "__class__")}
@@ -231,7 +234,8 @@ class Unet(PretrainedMixin, nn.Module):
         extra = self.upsample_combiner.extra_channels if combine_upsample_fmaps else 0
         final_in = top_dim + extra + init_dim
         self.final_resnet_block = resnet(final_in, dim, groups[0])
-        self.to_out = nn.Conv2d(dim + (channels if lowres_cond else 0), self.channels_out,
+        self.lowres_cond_final_concat = lowres_cond and lowres_cond_final_concat
+        self.to_out = nn.Conv2d(dim + (channels if self.lowres_cond_final_concat else 0), self.channels_out,
                                 final_conv_kernel_size, padding=final_conv_kernel_size // 2)
         nn.init.zeros_(self.to_out.weight)  # start as "predict zero", as OpenAI and k-diffusion do
         nn.init.zeros_(self.to_out.bias)
@@ -333,7 +337,7 @@ class Unet(PretrainedMixin, nn.Module):
         if self.upsample_combiner is not None:
             x = self.upsample_combiner(x, up_outputs)
         x = run(self.final_resnet_block, torch.cat((x, init_features), dim=1), time_cond)
-        if self.lowres_cond:
+        if self.lowres_cond_final_concat:
             x = torch.cat((x, lowres_cond_img), dim=1)
         return self.to_out(x)
 

@@ -5,7 +5,8 @@ import functools
 import pytest
 import torch
 
-from dalle2_pytorch.compat.releases import unet_options
+from dalle2_pytorch.compat.checkpoint import read_reference_checkpoint
+from dalle2_pytorch.compat.releases import detect_release, unet_options
 from dalle2_pytorch.decoder import Decoder
 
 from tests.compat.legacy_fixtures import legacy_case, needs_legacy
@@ -72,3 +73,20 @@ def test_forcing_a_release_the_keys_contradict_is_one_clear_error():
     path, meta, _ = legacy_case("laion_decoder_110")
     with pytest.raises(ValueError, match=r"version= .1.15.6. does not fit.*cross_attn.fn.*4x4 stride-2 downsample"):
         Decoder.from_reference_checkpoint(path, meta["kwargs"], version="1.15.6")
+
+
+def test_an_upsampler_without_the_final_low_res_concat():
+    """Releases up to 0.23.x: the upsampler's output conv reads only the features (keys: to_out of dim inputs)."""
+    from dalle2_pytorch.decoder.unet import Unet
+
+    unet = Unet(8, dim_mults=(1, 2), lowres_cond=True, lowres_cond_final_concat=False)
+    assert unet.to_out.weight.shape[1] == 8 and Unet(8, dim_mults=(1, 2), lowres_cond=True).to_out.weight.shape[1] == 11
+    x = torch.randn(1, 3, 8, 8)
+    assert unet(x, torch.tensor([3]), lowres_cond_img=x).shape == x.shape
+    path, meta, _ = legacy_case("decoder_1100")
+    state = dict(read_reference_checkpoint(path).state)
+    assert detect_release(state, "decoder") == (1, 10, 0)
+    state["unets.1.to_out.weight"] = state["unets.1.to_out.weight"][:, :8]
+    with pytest.raises(ValueError, match="cannot tell.*without the low-res concat.*SP-conv"):
+        detect_release(state, "decoder")
+    assert unet_options((0, 23, 0))["lowres_cond_final_concat"] is False
