@@ -37,7 +37,6 @@ from dalle2_pytorch.compat.releases import detect_release, normalize_legacy_keys
 from dalle2_pytorch.compat.unet import convert_reference_unet_state
 from dalle2_pytorch.decoder.unet import Unet
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
-from dalle2_pytorch.serialization import load_legacy_state_dict, load_tensors
 
 ReferenceKwargs = Union[Mapping[str, Any], str, Path]
 
@@ -47,13 +46,9 @@ _RECOMPUTED_DECODER_PREFIXES = ("noise_schedulers.", "lowres_conds.")
 
 
 def read_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """A reference state dict from ``.safetensors`` or a ``.pt``/``.pth`` file (``{'model': ...}`` accepted)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    if path.suffix == ".safetensors":
-        return load_tensors(path)
-    return load_legacy_state_dict(path)
+    """A reference state dict from ``.safetensors`` or a ``.pt``/``.pth`` file in any published layout
+    (see :func:`~dalle2_pytorch.compat.checkpoint.read_reference_checkpoint`; ``ema_model`` preferred)."""
+    return read_reference_checkpoint(resolve_reference_path(path)).state
 
 
 def read_reference_kwargs(kwargs: ReferenceKwargs) -> dict[str, Any]:
