@@ -90,3 +90,11 @@ def test_an_upsampler_without_the_final_low_res_concat():
     with pytest.raises(ValueError, match="cannot tell.*without the low-res concat.*SP-conv"):
         detect_release(state, "decoder")
     assert unet_options((0, 23, 0))["lowres_cond_final_concat"] is False
+
+
+def test_a_legacy_decoder_samples_with_guidance():
+    decoder, _, io = _load("laion_decoder_0154")
+    with torch.no_grad():
+        images = decoder.sample(image_embed=io["in.image_embed"], text_encodings=io["in.text_encodings"],
+                                cond_scale=3.0, sampler="ddim", steps=3)
+    assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()

@@ -77,3 +77,13 @@ def test_a_legacy_prior_network_round_trips_through_save_pretrained(tmp_path):
 def test_null_conditioning_is_validated():
     with pytest.raises(ValueError, match="null_conditioning must be one of"):
         DiffusionPriorNetwork(16, depth=1, null_conditioning="zeros")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_legacy_priors_sample_with_guidance_and_train(case):
+    prior, _, io = _load(case)
+    cond = dict(text_embed=io["in.text_embed"], text_encodings=io["in.text_encodings"])
+    with torch.no_grad():
+        embeds = prior.sample(num_samples_per_batch=2, cond_scale=3.0, timesteps=4, **cond)
+        loss = prior(image_embed=io["in.image_embed"], **cond)
+    assert embeds.shape == (3, 64) and torch.isfinite(embeds).all() and torch.isfinite(loss)
