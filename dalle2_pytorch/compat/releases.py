@@ -22,9 +22,10 @@ import torch
 Release = tuple[int, int, int]
 INF: Release = (10 ** 6, 0, 0)
 LATEST: Release = (1, 15, 6)
-# releases representative of a key-detected range, first match wins (LAION's published ones first)
-_DECODER_CANDIDATES = [(0, 15, 4), (1, 1, 0), (1, 10, 0), LATEST]
-_PRIOR_CANDIDATES = [(0, 15, 4), (1, 1, 0), LATEST]
+# the release assumed for a key-detected range: the first that fits, newest first (a file showing
+# nothing old is taken as 1.15.6), then the releases LAION's published files were written with
+_DECODER_CANDIDATES = [LATEST, (1, 10, 0), (1, 1, 0), (0, 15, 4)]
+_PRIOR_CANDIDATES = [LATEST, (1, 1, 0), (0, 15, 4)]
 _UNSUPPORTED = ((0, 16, 0), (0, 23, 2))
 
 

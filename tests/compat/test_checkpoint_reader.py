@@ -82,3 +82,10 @@ def test_key_normalisation_and_the_position_bias_factor():
         normalize_legacy_keys({**state, "a.norm.beta": torch.ones(2)})
     assert prior_options((1, 1, 0))[1] == 128.0 and prior_options((1, 4, 3))[1] == 1.0
     assert prior_options((1, 15, 6)) == ({}, 1.0)
+
+
+def test_a_file_showing_nothing_old_is_taken_as_the_latest_release():
+    assert detect_release({"unets.0.init_conv.weight": torch.zeros(8, 3, 7, 7)}, "decoder") == (1, 15, 6)
+    sp_conv_fn = {"unets.0.downs.0.4.1.weight": torch.zeros(8, 32, 1, 1),
+                  "unets.0.mid_block1.cross_attn.fn.norm.g": torch.zeros(4)}
+    assert detect_release(sp_conv_fn, "decoder") == (1, 10, 0)
