@@ -35,8 +35,6 @@ from dalle2_pytorch.compat.train_config import (decoder_kwargs_from_training_con
                                                 is_prior_training_config, prior_kwargs_from_training_config)
 from dalle2_pytorch.compat.releases import detect_release, normalize_legacy_keys, prior_options, unet_options
 from dalle2_pytorch.compat.unet import convert_reference_unet_state
-from dalle2_pytorch.decoder.unet import Unet
-from dalle2_pytorch.prior.network import DiffusionPriorNetwork
 
 ReferenceKwargs = Union[Mapping[str, Any], str, Path]
 
@@ -86,7 +84,8 @@ def split_reference_kwargs(kwargs: Mapping[str, Any]) -> tuple[list[dict], dict]
 def load_reference_decoder(cls: type, path: str | Path, kwargs: ReferenceKwargs, *,
                            clip: Optional[nn.Module] = None, strict: bool = True, version: Optional[str] = None,
                            use_ema: bool = True):
-    """Build ``cls`` (a Decoder) from reference kwargs and load the reference weights into it."""
+    """Build ``cls`` (a Decoder; its unets are ``cls.unet_class``) from reference kwargs and load the reference
+    weights into it."""
     description = read_reference_kwargs(kwargs)
     if is_decoder_training_config(description):  # the reference's TrainDecoderConfig JSON
         description = decoder_kwargs_from_training_config(description)[0]
@@ -94,7 +93,7 @@ def load_reference_decoder(cls: type, path: str | Path, kwargs: ReferenceKwargs,
     checkpoint = read_reference_checkpoint(resolve_reference_path(path), use_ema=use_ema)
     release = detect_release(checkpoint.state, "decoder", version=version, saved_version=checkpoint.saved_version)
     options = unet_options(release)
-    unets = [Unet(**{**options, **_tuples(kw)}) for kw in unet_kwargs]
+    unets = [cls.unet_class(**{**options, **_tuples(kw)}) for kw in unet_kwargs]
     decoder = cls(unet=tuple(unets), clip=clip, **decoder_kwargs)
     state = normalize_legacy_keys(checkpoint.state)
 
@@ -119,8 +118,8 @@ def load_reference_decoder(cls: type, path: str | Path, kwargs: ReferenceKwargs,
 # ---------------------------------------------------------------------------------- prior
 def load_reference_prior(cls: type, path: str | Path, kwargs: ReferenceKwargs, *,
                          clip: Any = None, strict: bool = True, version: Optional[str] = None, use_ema: bool = True):
-    """Build ``cls`` (a DiffusionPrior) from ``{"net": DiffusionPriorNetwork kwargs, "prior": DiffusionPrior
-    kwargs, "image_embed_dim": int}`` and load the reference network weights into it."""
+    """Build ``cls`` (a DiffusionPrior; its network is ``cls.network_class``) from ``{"net": DiffusionPriorNetwork
+    kwargs, "prior": DiffusionPrior kwargs, "image_embed_dim": int}`` and load the reference network weights into it."""
     config = read_reference_kwargs(kwargs)
     if is_prior_training_config(config):  # the reference's TrainDiffusionPriorConfig JSON
         config = prior_kwargs_from_training_config(config)[0]
@@ -131,7 +130,7 @@ def load_reference_prior(cls: type, path: str | Path, kwargs: ReferenceKwargs, *
     checkpoint = read_reference_checkpoint(resolve_reference_path(path), use_ema=use_ema)
     release = detect_release(checkpoint.state, "prior", version=version, saved_version=checkpoint.saved_version)
     options, bias_scale = prior_options(release)
-    net = DiffusionPriorNetwork(**{**options, **config["net"]})
+    net = cls.network_class(**{**options, **config["net"]})
     prior_kwargs = dict(config.get("prior", {}))
     if "image_embed_dim" in config:
         prior_kwargs.setdefault("image_embed_dim", config["image_embed_dim"])

@@ -9,12 +9,11 @@ for conditions a unet does not use are dropped.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 
 from dalle2_pytorch.compat.keys import rename_key
-from dalle2_pytorch.decoder.unet import Unet
 
 # applied in order to each key (without the "unets.<i>." prefix)
 UNET_RULES: list[tuple[str, str]] = [
@@ -50,6 +49,9 @@ UNET_RULES: list[tuple[str, str]] = [
     (r"\.norm\.g$", ".norm.weight"),
 ]
 _OPTIONAL_IN_REFERENCE = {"cond.null_image_tokens", "cond.null_image_hidden", "cond.null_text_tokens"}
+
+if TYPE_CHECKING:  # pragma: no cover - the compat layer converts state dicts; it builds no models
+    from dalle2_pytorch.decoder.unet import Unet
 
 
 def reference_key_to_ours(key: str) -> str:

@@ -22,6 +22,7 @@ from dalle2_pytorch.decoder.cascade import CascadeOptions, CascadeStage, paste_k
 from dalle2_pytorch.decoder.cascade_config import (build_stage_settings, configure_unet, is_latent_vae, per_unet,
                                                    resolve_image_sizes, resolve_vaes)
 from dalle2_pytorch.decoder.conditions import DecoderConditions
+from dalle2_pytorch.decoder.unet import Unet
 from dalle2_pytorch.decoder.lowres import LowresConditioner, resize_image_to
 from dalle2_pytorch.diffusion import LOSS_TYPES, NoiseSchedule
 from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
@@ -106,6 +107,7 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
     """
 
     frozen_submodules = ("clip", "vaes")   # never in training mode
+    unet_class = Unet                      # what the reference loader (dalle2_pytorch.compat) builds unets with
 
     @strict_keywords(_REMOVED_KEYWORDS)
     @register_to_config

@@ -52,6 +52,8 @@ class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
         image_embed_scale: the embedding's scale in diffusion space (default √image_embed_dim).
     """
 
+    network_class = DiffusionPriorNetwork   # what the reference loader (dalle2_pytorch.compat) builds networks with
+
     @register_to_config
     def __init__(self, net: DiffusionPriorNetwork, *, clip: Any = None, image_embed_dim: int | None = None,
                  timesteps: int = 1000, sample_timesteps: int | None = None, cond_drop_prob: float = 0.0,
