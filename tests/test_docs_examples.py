@@ -20,11 +20,11 @@ from tests.docs_examples import (DOCS, NO_RUN, ROOT, RUN, code_blocks, documenta
                                  page_blocks, page_name)
 
 # The import paths examples may use: the top level and the documented subpackages (docs/index.md). Internals
-# (decoder/, train/ modules, ...) are being restructured and must not appear in documentation.
+# (decoder/, runs/ modules, ...) may be restructured and must not appear in documentation.
 PUBLIC_MODULES = {
     "dalle2_pytorch", "dalle2_pytorch.diffusion", "dalle2_pytorch.clip", "dalle2_pytorch.prior",
     "dalle2_pytorch.vae", "dalle2_pytorch.trainers", "dalle2_pytorch.data", "dalle2_pytorch.dataloaders",
-    "dalle2_pytorch.train", "dalle2_pytorch.eval", "dalle2_pytorch.serve",
+    "dalle2_pytorch.runs", "dalle2_pytorch.eval", "dalle2_pytorch.serve",
 }
 PYTHON_LANGUAGES = {"python", "python3", "py", "py3", "pycon", "ipython", "pyi"}
 

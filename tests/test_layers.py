@@ -17,7 +17,7 @@ LAYERS = [
     {"dalle2"},
     {"trainers", "data", "trackers"},
     {"eval", "dataloaders"},
-    {"train"},
+    {"runs"},
     {"serve"},
     {"cli"},
 ]

@@ -8,15 +8,15 @@ from pathlib import Path
 
 
 def demo(args: argparse.Namespace) -> int:
-    from dalle2_pytorch.train.demo import run_demo
+    from dalle2_pytorch.runs.demo import run_demo
 
     summary = run_demo(args.config or args.preset, args.out, retrain=args.retrain, threads=args.threads)
     return 0 if summary["num_images"] else 1
 
 
 def train(args: argparse.Namespace) -> int:
-    from dalle2_pytorch.train.configs import load_train_config
-    from dalle2_pytorch.train.loop import TrainingRun
+    from dalle2_pytorch.runs.configs import load_train_config
+    from dalle2_pytorch.runs.loop import TrainingRun
 
     if args.images is not None:
         if args.kind != "decoder":
@@ -38,7 +38,7 @@ def train(args: argparse.Namespace) -> int:
 
 def images_config(folder: str, image_size: int, steps: int | None, out: str | None):
     """An unconditional two-unet cascade (image_size/2 -> image_size) on a folder of images, no config needed."""
-    from dalle2_pytorch.train.configs import DecoderTrainConfig
+    from dalle2_pytorch.runs.configs import DecoderTrainConfig
 
     if not Path(folder).is_dir():
         raise ValueError(f"--images {folder!r} is not a folder")
@@ -103,7 +103,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def embed(args: argparse.Namespace) -> int:
-    from dalle2_pytorch.train.embed_shards import embed_shards
+    from dalle2_pytorch.runs.embed_shards import embed_shards
 
     written = embed_shards(args.urls, clip_dir=args.clip, out=args.out, shard_width=args.shard_width,
                            batch_size=args.batch_size)
@@ -112,11 +112,11 @@ def embed(args: argparse.Namespace) -> int:
 
 
 def config_validate(args: argparse.Namespace) -> int:
-    from dalle2_pytorch.train.config_base import read_config_file
-    from dalle2_pytorch.train.configs import load_train_config
+    from dalle2_pytorch.runs.config_base import read_config_file
+    from dalle2_pytorch.runs.configs import load_train_config
 
     if read_config_file(args.file).get("kind") == "demo":
-        from dalle2_pytorch.train.demo import load_demo
+        from dalle2_pytorch.runs.demo import load_demo
 
         load_demo(args.file)
         print(f"{args.file}: valid demo config (and its stage configs)")
@@ -127,7 +127,7 @@ def config_validate(args: argparse.Namespace) -> int:
 
 
 def config_show(args: argparse.Namespace) -> int:
-    from dalle2_pytorch.train.configs import config_class, describe_fields
+    from dalle2_pytorch.runs.configs import config_class, describe_fields
 
     print(f"# dalle2 train {args.kind} --config FILE  (JSON/TOML/YAML with these sections)")
     print("\n".join(describe_fields(config_class(args.kind))))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from dalle2_pytorch.data import NoDataError
-from dalle2_pytorch.train.configs import config_from_dict
-from dalle2_pytorch.train.loop import TrainingRun
+from dalle2_pytorch.runs.configs import config_from_dict
+from dalle2_pytorch.runs.loop import TrainingRun
 
 from .shard_helpers import write_clip_retrieval_output, write_img2dataset_shard
 

@@ -92,8 +92,8 @@ def test_random_augmentation_changes_with_the_epoch_and_is_reproducible(tmp_path
 def test_training_source_gives_each_epoch_its_own_augmentation(tmp_path):
     """The config-driven loops' image-folder source sets the epoch: epoch 1's flips differ from epoch 0's, and
     reading an epoch twice gives the same images."""
-    from dalle2_pytorch.train.config_sections import ImageFolderData
-    from dalle2_pytorch.train.data_sources import build_source
+    from dalle2_pytorch.runs.config_sections import ImageFolderData
+    from dalle2_pytorch.runs.data_sources import build_source
 
     root = _patterned_folder(tmp_path / "images", count=8)
     source = build_source(ImageFolderData(path=str(root), image_size=16, random_flip=True, val_fraction=0.0,
@@ -114,8 +114,8 @@ def test_training_source_gives_each_epoch_its_own_augmentation(tmp_path):
 def test_truncated_and_empty_files_are_skipped_during_a_training_epoch(tmp_path):
     """A whole epoch of the training source reads past a cut-off PNG and an empty JPEG: every item is a real image
     (one of the readable ones) and the bad files are counted once each."""
-    from dalle2_pytorch.train.config_sections import ImageFolderData
-    from dalle2_pytorch.train.data_sources import build_source
+    from dalle2_pytorch.runs.config_sections import ImageFolderData
+    from dalle2_pytorch.runs.data_sources import build_source
 
     root = _patterned_folder(tmp_path / "images", count=6)
     good = (root / "0.png").read_bytes()

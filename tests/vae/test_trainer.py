@@ -170,7 +170,7 @@ def test_discriminator_learning_rate_and_clipping_reach_the_core(tmp_path):
 
 def test_a_config_driven_run_and_the_vae_trainer_share_one_checkpoint_format(tmp_path):
     """`dalle2 train` (TrainingRun, kind vae) writes a folder that VQGanVAETrainer.load resumes, and vice versa."""
-    from dalle2_pytorch.train import TrainingRun, config_from_dict
+    from dalle2_pytorch.runs import TrainingRun, config_from_dict
     from dalle2_pytorch.trainers.checkpoint import load_checkpoint
 
     model = dict(dim=8, image_size=16, layers=1, vq_codebook_dim=4, vq_codebook_size=16, use_vgg_and_gan=False,

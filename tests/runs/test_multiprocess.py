@@ -33,7 +33,7 @@ def test_two_cpu_processes_share_the_data(tmp_path):
     path.write_text(json.dumps(config))
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run([str(torchrun if torchrun.exists() else "torchrun"), "--nproc_per_node", "2",
-                             "-m", "tests.train.multiprocess_worker", str(tmp_path), "train", "clip",
+                             "-m", "tests.runs.multiprocess_worker", str(tmp_path), "train", "clip",
                              "--config", str(path)],
                             env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]

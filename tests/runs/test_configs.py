@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dalle2_pytorch.train.config_base import ConfigError
-from dalle2_pytorch.train.configs import CONFIG_CLASSES, config_from_dict, describe_fields, load_train_config
-from dalle2_pytorch.train.demo import PRESETS, load_demo
+from dalle2_pytorch.runs.config_base import ConfigError
+from dalle2_pytorch.runs.configs import CONFIG_CLASSES, config_from_dict, describe_fields, load_train_config
+from dalle2_pytorch.runs.demo import PRESETS, load_demo
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.json"))
 

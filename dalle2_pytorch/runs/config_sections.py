@@ -6,7 +6,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
-from dalle2_pytorch.train.config_base import StrictModel
+from dalle2_pytorch.runs.config_base import StrictModel
 
 
 class ToyData(StrictModel):

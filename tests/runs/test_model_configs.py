@@ -15,10 +15,10 @@ from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.prior.linear_prior import LinearPrior
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
 from dalle2_pytorch.serialization import PretrainedMixin
-from dalle2_pytorch.train.config_base import ConfigError
-from dalle2_pytorch.train.config_models import (SECTIONS, ClipModelConfig, DecoderModelConfig, PriorModelConfig,
+from dalle2_pytorch.runs.config_base import ConfigError
+from dalle2_pytorch.runs.config_models import (SECTIONS, ClipModelConfig, DecoderModelConfig, PriorModelConfig,
                                                 PriorNetworkConfig, UnetConfig, VaeModelConfig)
-from dalle2_pytorch.train.configs import CONFIG_CLASSES, config_from_dict, describe_fields
+from dalle2_pytorch.runs.configs import CONFIG_CLASSES, config_from_dict, describe_fields
 from dalle2_pytorch.vae.vqgan_vae import VQGanVAE
 
 SAVEABLE = [CLIP, DiffusionPriorNetwork, DiffusionPrior, LinearPrior, Unet, Decoder, VQGanVAE, DALLE2]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dalle2_pytorch.train.configs import config_from_dict
-from dalle2_pytorch.train.loop import TrainingRun
+from dalle2_pytorch.runs.configs import config_from_dict
+from dalle2_pytorch.runs.loop import TrainingRun
 
 QUIET = {"console": False}
 

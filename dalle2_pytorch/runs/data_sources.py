@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dalle2_pytorch.train.config_sections import ClipRetrievalData, ImageFolderData, ToyData, WebdatasetData
+from dalle2_pytorch.runs.config_sections import ClipRetrievalData, ImageFolderData, ToyData, WebdatasetData
 
 
 def _collate(items: list) -> dict[str, Any]:

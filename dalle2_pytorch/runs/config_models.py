@@ -25,7 +25,7 @@ from dalle2_pytorch.decoder.unet import Unet
 from dalle2_pytorch.init_config import init_argument_docs, init_parameters
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
-from dalle2_pytorch.train.config_base import StrictModel
+from dalle2_pytorch.runs.config_base import StrictModel
 from dalle2_pytorch.vae.vqgan_vae import VQGanVAE
 
 _JSON_SCALARS = (int, float, bool, str, type(None))

@@ -11,7 +11,7 @@ from tests.data.shard_helpers import jpeg_bytes, write_shard
 from dalle2_pytorch.clip.adapters import BuiltinClipAdapter
 from dalle2_pytorch.clip.model import CLIP
 from dalle2_pytorch.data import ImageEmbeddingDataset, ImagePreprocessor
-from dalle2_pytorch.train.embed_shards import embed_shards
+from dalle2_pytorch.runs.embed_shards import embed_shards
 
 
 def test_embed_shards_writes_rows_by_key_that_the_loader_reads(tmp_path):

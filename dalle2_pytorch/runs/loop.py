@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dalle2_pytorch.trackers import ConsoleTracker, JsonlTracker, LocalSaver, Tracker, TrackerGroup
-from dalle2_pytorch.train.data_sources import build_source
-from dalle2_pytorch.train.tasks import build_task
+from dalle2_pytorch.runs.data_sources import build_source
+from dalle2_pytorch.runs.tasks import build_task
 from dalle2_pytorch.trainers.checkpoint import load_checkpoint, read_counters, save_checkpoint
 
 
@@ -50,7 +50,7 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 class TrainingRun:
-    """One training run from a validated config (see :mod:`dalle2_pytorch.train.configs`)."""
+    """One training run from a validated config (see :mod:`dalle2_pytorch.runs.configs`)."""
 
     def __init__(self, config, *, resume: bool = False, show_progress: bool = True,
                  on_batch: Optional[Callable[[int, dict], None]] = None) -> None:

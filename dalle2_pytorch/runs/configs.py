@@ -10,9 +10,9 @@ from typing import Any, Union
 
 from pydantic import Field
 
-from dalle2_pytorch.train.config_base import ConfigError, StrictModel, load_config, section_types, validate_config
-from dalle2_pytorch.train.config_models import ClipModelConfig, DecoderModelConfig, PriorModelConfig, VaeModelConfig
-from dalle2_pytorch.train.config_sections import (CheckpointSection, ClipRetrievalData, EvaluationSection,
+from dalle2_pytorch.runs.config_base import ConfigError, StrictModel, load_config, section_types, validate_config
+from dalle2_pytorch.runs.config_models import ClipModelConfig, DecoderModelConfig, PriorModelConfig, VaeModelConfig
+from dalle2_pytorch.runs.config_sections import (CheckpointSection, ClipRetrievalData, EvaluationSection,
                                                   ImageFolderData, ToyData, TrackerSection, TrainerSection,
                                                   WebdatasetData)
 
@@ -62,7 +62,7 @@ def config_class(kind: str) -> type[_RunConfig]:
 
 def load_train_config(path: str | os.PathLike, kind: str | None = None) -> TrainConfig:
     """Read ``path``; its ``kind`` key picks the config class (and must equal ``kind`` when that is given)."""
-    from dalle2_pytorch.train.config_base import read_config_file
+    from dalle2_pytorch.runs.config_base import read_config_file
 
     data = read_config_file(path)
     found = data.get("kind")

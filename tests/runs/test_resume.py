@@ -4,8 +4,8 @@ the interrupted epoch without repeating a sample, and ends with exactly the weig
 import pytest
 import torch
 
-from dalle2_pytorch.train.configs import config_from_dict
-from dalle2_pytorch.train.loop import TrainingRun
+from dalle2_pytorch.runs.configs import config_from_dict
+from dalle2_pytorch.runs.loop import TrainingRun
 
 
 class Killed(Exception):

@@ -2,7 +2,7 @@
 
 A demo is a small config file (``configs/toy_demo.json``, ``configs/toy_tiny_demo.json``) that names one training
 config per stage (``configs/toy_clip.json``, ...).  Each stage is trained by the same config-driven
-:class:`~dalle2_pytorch.train.loop.TrainingRun` as ``dalle2 train`` (its run folder is ``<out>/training/<stage>``),
+:class:`~dalle2_pytorch.runs.loop.TrainingRun` as ``dalle2 train`` (its run folder is ``<out>/training/<stage>``),
 saved with ``save_pretrained`` under ``<out>/checkpoints/<stage>`` and reused by a rerun whose stage configs have not
 changed.  The prior and decoder use the freshly trained CLIP.  Then the :class:`DALLE2` pipeline writes images for
 a few captions with the sampling settings of the stage configs' ``evaluation`` sections, one captioned grid, and the
@@ -28,8 +28,8 @@ from dalle2_pytorch.decoder import Decoder
 from dalle2_pytorch.pipeline_files import LEGACY_SAMPLING_FILE, SamplingDefaults
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.serialization import load_json, save_json
-from dalle2_pytorch.train.config_base import ConfigError, StrictModel, read_config_file, validate_config
-from dalle2_pytorch.train.configs import config_class
+from dalle2_pytorch.runs.config_base import ConfigError, StrictModel, read_config_file, validate_config
+from dalle2_pytorch.runs.configs import config_class
 from dalle2_pytorch.images import save_captioned_grid, save_image
 
 JUDGED = ("colour", "shape")
@@ -93,7 +93,7 @@ def train_stage(stage: str, data: dict[str, Any], out: Path, *, clip_dir: Option
 
     The run is quiet apart from its progress bar (metrics go to the run folder's logs), saves one checkpoint at the
     end, and a prior or decoder is given the CLIP saved at ``clip_dir``."""
-    from dalle2_pytorch.train.loop import TrainingRun
+    from dalle2_pytorch.runs.loop import TrainingRun
 
     data = json.loads(json.dumps(data))  # a copy
     run_dir = out / "training" / stage

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from dalle2_pytorch.train.config_sections import ToyData
-from dalle2_pytorch.train.configs import config_from_dict
-from dalle2_pytorch.train.data_sources import RenderedToy, build_source
-from dalle2_pytorch.train.loop import TrainingRun
-from dalle2_pytorch.train.tasks import DecoderTask, build_task
+from dalle2_pytorch.runs.config_sections import ToyData
+from dalle2_pytorch.runs.configs import config_from_dict
+from dalle2_pytorch.runs.data_sources import RenderedToy, build_source
+from dalle2_pytorch.runs.loop import TrainingRun
+from dalle2_pytorch.runs.tasks import DecoderTask, build_task
 
 
 def test_per_caption_batches_hold_each_caption_equally_often_and_resume_exactly():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from dalle2_pytorch.train.configs import config_from_dict
-from dalle2_pytorch.train.loop import TrainingRun
+from dalle2_pytorch.runs.configs import config_from_dict
+from dalle2_pytorch.runs.loop import TrainingRun
 
 
 def test_a_run_that_trains_zero_steps_fails_and_names_its_data(tmp_path):

@@ -1,6 +1,6 @@
 """Run ``dalle2 train`` in this process (started by torchrun) and write which samples this rank trained on.
 
-Usage: python -m tests.train.multiprocess_worker OUT_DIR dalle2-arguments...
+Usage: python -m tests.runs.multiprocess_worker OUT_DIR dalle2-arguments...
 """
 
 import json
@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-import dalle2_pytorch.train.loop as loop
+import dalle2_pytorch.runs.loop as loop
 from dalle2_pytorch.cli.main import main
 
 
