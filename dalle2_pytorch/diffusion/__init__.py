@@ -1,7 +1,7 @@
 """The diffusion core shared by the prior (vectors) and the decoder (images).
 
 Schedules are data, objectives convert between ε/x0/v, a denoiser wraps any network, and the
-samplers are small functions over (denoiser, x, σ's).  See docs in README "Diffusion core".
+samplers are small functions over (denoiser, x, σ's).  The maths and the samplers' rules are in docs/diffusion.md.
 """
 
 from dalle2_pytorch.diffusion.denoiser import Denoised, ModelDenoiser, denoise_step, learned_step_log_variance
