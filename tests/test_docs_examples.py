@@ -77,6 +77,9 @@ def check_decoder(ns: dict) -> None:
     assert shape(ns, "pred") == shape(ns, "guided") == (2, 3, 32, 32)
     assert shape(ns, "low") == (2, 3, 16, 16) and shape(ns, "high") == (2, 3, 32, 32)
     assert shape(ns, "samples") == (2, 3, 32, 32)
+    assert shape(ns["sampling_input"], "lowres_cond_img") == (2, 3, 32, 32)
+    assert ns["sampling_input"]["lowres_noise_level"].tolist() == [200, 200]   # the fixed sampling level 0.2
+    assert torch.isfinite(ns["stage_loss"]) and shape(ns, "lowres") == (2, 3, 16, 16)   # the 16 px random crop
     assert shape(ns, "inpainted") == (1, 3, 32, 32)
     assert shape(ns, "images") == (4, 3, 32, 32)
 
