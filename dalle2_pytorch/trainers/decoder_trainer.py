@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from dalle2_pytorch.decoder.decoder import Decoder
 from dalle2_pytorch.trainers.accumulation import sample_in_chunks
 from dalle2_pytorch.trainers.base import TrainerBase
-from dalle2_pytorch.trainers.ema import EMASettings, swapped_in
+from dalle2_pytorch.trainers.ema import EMASettings
 from dalle2_pytorch.trainers.optim import LRSchedule, build_adamw, per_part
 
 
@@ -141,14 +141,7 @@ class DecoderTrainer(TrainerBase):
         """
         args = tuple(self._to_device(a) for a in args)
         kwargs = {k: self._to_device(v) for k, v in kwargs.items()}
-        with ExitStack() as stack:
-            if not use_non_ema:
-                for part in self.parts.values():
-                    if part.ema is not None:
-                        index = int(part.module_path.split(".")[1])
-                        stack.enter_context(swapped_in(lambda i=index: self.model.unets[i],
-                                                       lambda m, i=index: self.model.unets.__setitem__(i, m),
-                                                       part.ema.ema_model))
+        with nullcontext() if use_non_ema else self.ema_weights():
             return sample_in_chunks(self.model.sample, args, kwargs, max_batch_size, batch_size=batch_size)
 
     def _load_legacy(self, path: Path, strict: bool) -> None:

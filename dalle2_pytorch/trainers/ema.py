@@ -1,17 +1,16 @@
-"""Exponential moving averages of trained modules (through ``ema-pytorch``) and swapping them in.
+"""Exponential moving averages of trained modules (through ``ema-pytorch``).
 
 Each trained module (the prior's network, each unet of a decoder) gets one ``ema_pytorch.EMA``.
 Its decay follows ema-pytorch's warm-up: after ``update_after_step`` updates (during which the
 average is a plain copy), every ``update_every``-th update moves the average towards the online
 weights with decay ``min(beta, 1 - (1 + n / inv_gamma) ** -power)`` where ``n`` counts the updates
-past ``update_after_step``.
+past ``update_after_step``. ``TrainerBase.ema_weights()`` is the one way to use the averages in place of the
+online weights (sampling, evaluation, the saved ``ema_model/``).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from ema_pytorch import EMA
 from torch import nn
@@ -43,15 +42,3 @@ class EMASettings:
         """An EMA of ``module`` (a deep copy, kept on the module's device; the online model is not a submodule)."""
         return EMA(module, beta=self.beta, update_after_step=self.update_after_step, update_every=self.update_every,
                    power=self.power, inv_gamma=self.inv_gamma, include_online_model=False)
-
-
-@contextmanager
-def swapped_in(get: Callable[[], nn.Module], put: Callable[[nn.Module], None],
-               replacement: nn.Module) -> Iterator[None]:
-    """Temporarily put ``replacement`` where ``get()`` is (e.g. an EMA unet into the decoder)."""
-    original = get()
-    put(replacement)
-    try:
-        yield
-    finally:
-        put(original)

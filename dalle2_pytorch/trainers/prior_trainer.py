@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,7 +18,7 @@ from accelerate import Accelerator
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.trainers.accumulation import sample_in_chunks
 from dalle2_pytorch.trainers.base import TrainerBase
-from dalle2_pytorch.trainers.ema import EMASettings, swapped_in
+from dalle2_pytorch.trainers.ema import EMASettings
 from dalle2_pytorch.trainers.optim import LRSchedule, build_adamw
 
 
@@ -97,14 +98,7 @@ class DiffusionPriorTrainer(TrainerBase):
         """``DiffusionPrior.sample`` with the EMA network (unless ``use_non_ema``), in chunks of ``max_batch_size``."""
         args = tuple(self._to_device(a) for a in args)
         kwargs = {k: self._to_device(v) for k, v in kwargs.items()}
-        ema = self.parts["prior"].ema
-        if use_non_ema or ema is None:
-            return sample_in_chunks(self.model.sample, args, kwargs, max_batch_size)
-
-        def put(net: torch.nn.Module) -> None:
-            self.model.net = net
-
-        with swapped_in(lambda: self.model.net, put, ema.ema_model):
+        with nullcontext() if use_non_ema else self.ema_weights():
             return sample_in_chunks(self.model.sample, args, kwargs, max_batch_size)
 
     def _load_legacy(self, path: Path, strict: bool) -> None:

@@ -50,8 +50,11 @@ def test_sampling_uses_the_ema_unets_unless_asked_not_to():
         return trainer.sample(image_embed=embed, steps=3, sampler="ddim",
                               generator=torch.Generator().manual_seed(0), **kwargs)
 
+    online_before = {k: v.clone() for k, v in online.state_dict().items()}
     ema_images, online_images = sample(), sample(use_non_ema=True)
-    assert trainer.decoder.get_unet(1) is online  # swapped back
+    assert trainer.decoder.get_unet(1) is online  # the online unet is back, with its own weights
+    for key, value in online.state_dict().items():
+        assert torch.equal(value, online_before[key]), key
     assert not torch.allclose(ema_images, online_images)
     trainer.decoder.unets[0] = trainer.ema_unet(1)
     try:
@@ -90,3 +93,26 @@ def test_prior_ema_is_the_running_average_of_the_online_network():
         torch.testing.assert_close(ema[name], value, rtol=1e-5, atol=1e-6)
     assert any(not torch.allclose(ema[n], initial[n]) for n in initial)      # it moved from the start
     assert any(not torch.allclose(ema[n], p) for n, p in online.named_parameters())  # and lags the online net
+
+
+def test_prior_sampling_uses_the_ema_network_and_restores_the_online_one():
+    from dalle2_pytorch.trainers.prior_trainer import DiffusionPriorTrainer
+    from tests.trainers.helpers import tiny_prior
+
+    trainer = DiffusionPriorTrainer(tiny_prior(), lr=5e-2, ema_beta=0.5, ema_update_after_step=0, ema_update_every=1)
+    text, image = torch.randn(4, EMBED_DIM), torch.randn(4, EMBED_DIM)
+    for _ in range(3):
+        trainer(text_embed=text, image_embed=image)
+        trainer.update()
+    online = {k: v.clone() for k, v in trainer.diffusion_prior.net.state_dict().items()}
+
+    def sample(**kwargs):
+        torch.manual_seed(0)
+        return trainer.sample(text_embed=text[:2], **kwargs)
+
+    ema_embeds, online_embeds = sample(), sample(use_non_ema=True)
+    assert not torch.allclose(ema_embeds, online_embeds)
+    for key, value in trainer.diffusion_prior.net.state_dict().items():
+        assert torch.equal(value, online[key]), key
+    trainer.diffusion_prior.net.load_state_dict(trainer.ema_diffusion_prior_net.state_dict())
+    torch.testing.assert_close(sample(use_non_ema=True), ema_embeds)
