@@ -16,18 +16,11 @@ from torch import nn
 from dalle2_pytorch.clip.adapters import (OPENAI_IMAGE_MEAN, OPENAI_IMAGE_STD, BaseClipAdapter, BuiltinClipAdapter,
                                           HFClipAdapter, OpenAIClipAdapter, OpenClipAdapter, resize_to_square,
                                           text_mask_through_eot, to_clip_adapter)
-from dalle2_pytorch.clip.model import CLIP
 from dalle2_pytorch.clip.tokenizer import tokenize
+from tests.factories import tiny_clip
 
 MEAN = torch.tensor(OPENAI_IMAGE_MEAN)[:, None, None]
 STD = torch.tensor(OPENAI_IMAGE_STD)[:, None, None]
-
-
-def tiny_clip() -> CLIP:
-    torch.manual_seed(0)
-    return CLIP(dim_text=32, dim_image=24, dim_latent=16, num_text_tokens=100, text_enc_depth=1, text_seq_len=8,
-                text_heads=2, text_dim_head=8, visual_enc_depth=1, visual_heads=2, visual_dim_head=8,
-                visual_image_size=16, visual_patch_size=4)
 
 
 # ----------------------------------------------------------------------------- our CLIP

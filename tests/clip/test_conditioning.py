@@ -11,7 +11,7 @@ from dalle2_pytorch.clip.conditioning import (FrozenClipMixin, check_clip_fits, 
                                               null_pad_text, resolve_embed_dim)
 from dalle2_pytorch.clip.outputs import EmbeddedText
 
-from .test_adapters import tiny_clip
+from tests.factories import tiny_clip
 
 
 class DuckAdapter:

@@ -1,21 +1,19 @@
 """Latent diffusion in the cascade: a unet with a VQGanVAE diffuses in its latent space."""
 
 import warnings
+from functools import partial
 
 import pytest
 import torch
 
 from dalle2_pytorch.decoder import Decoder
 from dalle2_pytorch.vae.vqgan_vae import NullVQGanVAE, VQGanVAE
+from tests.factories import tiny_vae as factory_vae
 
 from .helpers import EMBED_DIM, embeds, images, tiny_unet
 
-
-def tiny_vae(**kwargs) -> VQGanVAE:
-    base = dict(dim=8, image_size=16, layers=1, use_vgg_and_gan=False, vq_codebook_dim=8, vq_codebook_size=16,
-                attn_heads=1, attn_dim_head=8)
-    base.update(kwargs)
-    return VQGanVAE(**base)
+# one VQ layer (latents at half the image size), no discriminator: the decoder never trains the VAE
+tiny_vae = partial(factory_vae, layers=1, use_vgg_and_gan=False, attn_heads=1)
 
 
 def latent_cascade(**kwargs) -> Decoder:

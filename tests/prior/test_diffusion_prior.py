@@ -10,16 +10,13 @@ from dalle2_pytorch.diffusion import ModelDenoiser, NoiseSchedule, sample_loop
 from dalle2_pytorch.prior.conditioning import rerank_by_text_similarity
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
+from tests.factories import tiny_prior
 
 DIM = 16
 
 
 def make_prior(net_options: dict | None = None, **kwargs) -> DiffusionPrior:
-    torch.manual_seed(0)
-    net = DiffusionPriorNetwork(DIM, depth=1, dim_head=8, heads=2, max_text_len=4, **(net_options or {}))
-    options = dict(image_embed_dim=DIM, timesteps=20, cond_drop_prob=0.2, condition_on_text_encodings=False)
-    options.update(kwargs)
-    return DiffusionPrior(net, **options)
+    return tiny_prior(dim=DIM, net_options={"heads": 2, "max_text_len": 4, **(net_options or {})}, **kwargs)
 
 
 def embeds(batch: int = 4):

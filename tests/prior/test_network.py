@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
+from tests.factories import tiny_prior_network
 
 DIM = 16
 
 
 def make_net(**kwargs) -> DiffusionPriorNetwork:
     torch.manual_seed(0)
-    options = dict(depth=2, dim_head=8, heads=2, max_text_len=6)
-    options.update(kwargs)
-    return DiffusionPriorNetwork(DIM, **options).eval()
+    return tiny_prior_network(DIM, **{"depth": 2, "heads": 2, "max_text_len": 6, **kwargs}).eval()
 
 
 def inputs(batch: int = 3, text_len: int = 4):

@@ -1,43 +1,13 @@
-"""Tiny priors, decoders and a deterministic stand-in model shared by the trainer tests."""
+"""Batches and a deterministic stand-in model shared by the trainer tests (tiny models: tests/factories.py)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from dalle2_pytorch.decoder.decoder import Decoder
-from dalle2_pytorch.decoder.unet import Unet
-from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
-from dalle2_pytorch.prior.network import DiffusionPriorNetwork
 from dalle2_pytorch.trainers.base import TrainerBase
 from dalle2_pytorch.trainers.optim import LRSchedule, build_adamw
-
-EMBED_DIM = 8
-
-
-def tiny_prior(seed: int = 0, **kwargs) -> DiffusionPrior:
-    torch.manual_seed(seed)
-    net = DiffusionPriorNetwork(dim=EMBED_DIM, depth=1, dim_head=8, heads=1)
-    base = dict(image_embed_dim=EMBED_DIM, timesteps=20, cond_drop_prob=0.2, condition_on_text_encodings=False)
-    base.update(kwargs)
-    return DiffusionPrior(net, **base)
-
-
-def tiny_unet(**kwargs) -> Unet:
-    base = dict(dim=8, cond_dim=8, dim_mults=(1, 2), num_resnet_blocks=1, attn_heads=1, attn_dim_head=8,
-                image_embed_dim=EMBED_DIM)
-    base.update(kwargs)
-    return Unet(**base)
-
-
-def tiny_decoder(num_unets: int = 1, seed: int = 0, **kwargs) -> Decoder:
-    """``num_unets`` tiny unets at 8, 16, ... pixels with 20 timesteps."""
-    torch.manual_seed(seed)
-    unets = tuple(tiny_unet() for _ in range(num_unets))
-    base = dict(image_sizes=tuple(8 * 2 ** i for i in range(num_unets)), timesteps=20, beta_schedule="cosine")
-    base.update(kwargs)
-    return Decoder(unet=unets, **base)
-
+from tests.factories import EMBED_DIM, tiny_decoder, tiny_prior, tiny_unet  # noqa: F401 (used by the trainer tests)
 
 def batch(rows: int = 4, size: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(images in [0, 1], image embeddings) drawn from their own generator."""

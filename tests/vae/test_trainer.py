@@ -9,14 +9,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dalle2_pytorch.vae import VQGanVAE
 from dalle2_pytorch import VQGanVAETrainer
+from tests.factories import tiny_vae
 from tests.vae.synthetic_images import coloured_shapes
-
-
-def tiny_vae(**overrides) -> VQGanVAE:
-    kwargs = dict(dim=8, image_size=16, layers=2, vq_codebook_dim=8, vq_codebook_size=16, attn_heads=2,
-                  attn_dim_head=8, discr_layers=2, perceptual=None)
-    kwargs.update(overrides)
-    return VQGanVAE(**kwargs)
 
 
 def shape_loader(n: int = 16, batch_size: int = 4, zero_to_one: bool = False) -> DataLoader:

@@ -8,13 +8,7 @@ from torch import nn
 
 from dalle2_pytorch.vae import NullVQGanVAE, RandomFeatureNet, VQGanVAE
 from dalle2_pytorch.vae.perceptual import lpips_available
-
-
-def tiny_vae(**overrides) -> VQGanVAE:
-    kwargs = dict(dim=8, image_size=16, layers=2, vq_codebook_dim=8, vq_codebook_size=16, attn_heads=2,
-                  attn_dim_head=8, discr_layers=2, perceptual=None)
-    kwargs.update(overrides)
-    return VQGanVAE(**kwargs)
+from tests.factories import tiny_vae
 
 
 def images(b: int = 2, size: int = 16, channels: int = 3, seed: int = 0) -> torch.Tensor:
