@@ -21,6 +21,7 @@ from accelerate import Accelerator
 
 from dalle2_pytorch.images import make_grid, save_image
 from dalle2_pytorch.trainers.checkpoint import load_checkpoint, read_counters, save_checkpoint
+from dalle2_pytorch.serialization import load_json, load_tensors, unflatten_optimizer_state
 from dalle2_pytorch.trainers.model_trainer import ModelTrainer
 from dalle2_pytorch.vae.vqgan_vae import VQGanVAE
 
@@ -225,9 +226,47 @@ class VQGanVAETrainer:
         fresh order for the rest of its pass.
         """
         counters = read_counters(folder)
+        if counters is None and (Path(folder) / "trainer.json").is_file():
+            self._load_first_format(Path(folder))
+            return
         if counters is None:
             raise FileNotFoundError(f"{folder} is not a checkpoint folder (written by VQGanVAETrainer.save)")
         counters = {**self.counters, **counters}
         self._seek(int(counters["batch_in_epoch"]))  # before the RNG states are restored: iter() may draw from them
         load_checkpoint(folder, self.trainer)
         self.counters = {key: counters[key] for key in self.counters}
+
+    def _load_first_format(self, folder: Path) -> None:
+        """A folder written by this trainer before it moved onto the trainers' core (until 2026-11: ``model/``,
+        ``ema_model/``, ``trainer.safetensors`` with the ``gen``/``discr`` optimisers and the EMA wrapper's state,
+        ``trainer.json`` with the step).  It holds no RNG states and no position in the data, so training continues
+        with the current random state from the start of a pass over ``data``; the next save writes today's format."""
+        meta = load_json(folder / "trainer.json")
+        part_names = {"gen": "model", "discr": "discr"}
+        saved = sorted(meta["optimizers"])
+        if sorted(part_names.get(name, name) for name in saved) != sorted(self.trainer.parts):
+            raise ValueError(f"{folder} holds optimisers {saved}, this trainer has {sorted(self.optimizers)}: "
+                             "was the VAE built with the same use_vgg_and_gan?")
+        tensors = load_tensors(folder / "trainer.safetensors", device=self.device)
+        self.vae.load_state_dict(load_tensors(folder / "model" / "model.safetensors", device=self.device))
+        step = int(meta["step"])
+        for name, rest in meta["optimizers"].items():
+            part = self.trainer.parts[part_names[name]]
+            saved_state = unflatten_optimizer_state(tensors, rest, f"optim.{name}")["state"]
+            # the first format had one parameter group in the order of the module's trainable parameters; today's
+            # optimisers split them into groups (weight decay or not): move each parameter's moments by identity
+            if name == "gen":
+                discr = {id(p) for p in self.vae.discr.parameters()} if self.vae.discr is not None else set()
+                old_order = [p for p in self.vae.parameters() if p.requires_grad and id(p) not in discr]
+            else:
+                old_order = list(self.vae.discr.parameters())
+            old_index = {id(p): i for i, p in enumerate(old_order)}
+            current = part.optimizer.state_dict()
+            new_order = [p for group in part.optimizer.param_groups for p in group["params"]]
+            current["state"] = {i: saved_state[old_index[id(p)]] for i, p in enumerate(new_order)
+                                if old_index[id(p)] in saved_state}
+            part.optimizer.load_state_dict(current)
+            part.step = step  # one generator and one discriminator update per step
+        self.ema.load_state_dict({key[len("ema."):]: value for key, value in tensors.items() if key.startswith("ema.")})
+        self.counters = {**self.counters, "step": step, "batch_in_epoch": 0}
+        self._batches = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -188,3 +190,43 @@ def test_a_config_driven_run_and_the_vae_trainer_share_one_checkpoint_format(tmp
     trainer.save(tmp_path / "back")
     assert load_checkpoint(tmp_path / "back", run.trainer)["step"] == 3
     assert run.trainer.parts["model"].step == 3
+
+
+FIRST_FORMAT = Path(__file__).parents[1] / "fixtures" / "vae_trainer_2026_11"
+
+
+def test_a_folder_of_the_first_trainer_format_resumes(tmp_path):
+    """tests/fixtures/vae_trainer_2026_11/checkpoint was written by the trainer before it moved onto the trainers'
+    core (make_checkpoint.py there, run at that commit): weights, EMA, optimisers and step come back, and training
+    goes on and saves today's format."""
+    from safetensors.torch import load_file
+
+    folder = FIRST_FORMAT / "checkpoint"
+    trainer = VQGanVAETrainer(tiny_vae(), data=shape_loader(batch_size=4), num_train_steps=5,
+                              ema_update_after_step=0, ema_update_every=1, results_folder=tmp_path)
+    trainer.load(folder)
+    assert trainer.step == 3
+    for name, value in load_file(folder / "model" / "model.safetensors").items():
+        assert torch.equal(trainer.vae.state_dict()[name], value), name
+    for name, value in load_file(folder / "ema_model" / "model.safetensors").items():
+        assert torch.equal(trainer.ema_vae.state_dict()[name], value), name
+    saved = load_file(folder / "trainer.safetensors")
+    discr = {id(p) for p in trainer.vae.discr.parameters()}
+    first_order = {"gen": [p for p in trainer.vae.parameters() if id(p) not in discr],
+                   "discr": list(trainer.vae.discr.parameters())}
+    for name, parameters in first_order.items():  # moments by parameter, whatever today's parameter groups are
+        state = trainer.optimizers[name].state
+        for index, parameter in enumerate(parameters):
+            assert torch.equal(state[parameter]["exp_avg"], saved[f"optim.{name}.{index}.exp_avg"])
+            assert torch.equal(state[parameter]["exp_avg_sq"], saved[f"optim.{name}.{index}.exp_avg_sq"])
+    trainer.train_step()
+    assert trainer.step == 4
+    written = trainer.save(tmp_path / "again")
+    assert (written / "model").is_dir() and not (written / "trainer.json").exists()
+
+
+def test_a_first_format_folder_with_other_optimisers_is_one_clear_error(tmp_path):
+    trainer = VQGanVAETrainer(tiny_vae(use_vgg_and_gan=False), data=shape_loader(), num_train_steps=5,
+                              results_folder=tmp_path)
+    with pytest.raises(ValueError, match="use_vgg_and_gan"):
+        trainer.load(FIRST_FORMAT / "checkpoint")
