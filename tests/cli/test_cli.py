@@ -37,7 +37,7 @@ def test_demo_tiny_writes_images_grid_score_and_reuses_checkpoints(tmp_path):
     # the score is the pixel judge's verdict on the written images and their captions
     from dalle2_pytorch.data import faithfulness
 
-    pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1).float() / 255
+    pixels = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).float() / 255
                           for p in images])
     captions = [reading["caption"] for reading in results["readings"]]
     assert results["faithfulness"] == pytest.approx(faithfulness(pixels, captions, attributes=("colour", "shape")))
