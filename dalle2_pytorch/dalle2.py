@@ -40,6 +40,21 @@ def tokenize_for(clip: Any, texts: Sequence[str], device: torch.device) -> torch
     return tokenize(list(texts), context_length=length, truncate=True).to(device)
 
 
+BUILD_KEYWORDS = ("dim", "image_size", "text_seq_len", "depth", "heads", "text_encoder_name", "text_encoder_depth",
+                  "text_decoder_depth", "timesteps")
+
+
+def _build_from_sizes(sizes: dict[str, Any]) -> tuple[DiffusionPrior, Decoder]:
+    """The all-in-one constructor's prior and decoder (see :func:`dalle2_pytorch.recipes.build_unclip`)."""
+    from dalle2_pytorch.recipes import build_unclip
+
+    missing = [name for name in ("dim", "image_size") if name not in sizes]
+    if missing:
+        raise TypeError(f"DALLE2 needs prior= and decoder=, or at least dim= and image_size= to build a new "
+                        f"CLIP + prior + decoder (missing {', '.join(missing)})")
+    return build_unclip(**sizes)
+
+
 class DALLE2(PretrainedMixin, nn.Module):
     """The unCLIP pipeline: a trained :class:`DiffusionPrior` and :class:`Decoder` turned into text-to-image.
 
@@ -52,6 +67,10 @@ class DALLE2(PretrainedMixin, nn.Module):
             returned; with ``return_best=False`` all of them, as (b, decoder_num_samples, c, h, w).
         sampling: the default sampling settings (a :class:`SamplingDefaults`, or its JSON form
             ``{"prior": {...}, "decoder": {...}}``); also settable later as ``dalle2.sampling_defaults``.
+        dim, image_size, text_seq_len, depth, heads, text_encoder_name, text_encoder_depth, text_decoder_depth,
+            timesteps: instead of ``prior`` and ``decoder``, build a new untrained CLIP + prior + decoder from these
+            sizes (all-in-one, for newcomers; see :func:`dalle2_pytorch.recipes.build_unclip`, which documents
+            each).  ``text_encoder_name`` conditions the decoder on a Hugging Face text encoder such as T5.
 
     Saved layout (``save_pretrained(dir)``; ``from_pretrained(dir)`` is the one loader of a pipeline)::
 
@@ -70,11 +89,25 @@ class DALLE2(PretrainedMixin, nn.Module):
     pipeline with ``DALLE2(prior=..., decoder=..., sampling=SamplingDefaults(...)).save_pretrained(dir)``.
     """
 
-    @register_to_config(exclude=("sampling",))  # the sampling defaults are saved in pipeline.json
-    def __init__(self, *, prior: DiffusionPrior, decoder: Decoder, prior_num_samples: int = 2,
-                 decoder_num_samples: int = 1, return_best: bool = True,
-                 sampling: Optional[Union[SamplingDefaults, Mapping[str, Any]]] = None) -> None:
+    # the sampling defaults are saved in pipeline.json; the sizes are recorded as the prior and decoder they built
+    @register_to_config(exclude=("sampling", *BUILD_KEYWORDS))
+    def __init__(self, *, prior: Optional[DiffusionPrior] = None, decoder: Optional[Decoder] = None,
+                 prior_num_samples: int = 2, decoder_num_samples: int = 1, return_best: bool = True,
+                 sampling: Optional[Union[SamplingDefaults, Mapping[str, Any]]] = None, dim: Optional[int] = None,
+                 image_size: Optional[int] = None, text_seq_len: Optional[int] = None, depth: Optional[int] = None,
+                 heads: Optional[int] = None, text_encoder_name: Optional[str] = None,
+                 text_encoder_depth: Optional[int] = None, text_decoder_depth: Optional[int] = None,
+                 timesteps: Optional[int] = None) -> None:
         super().__init__()
+        sizes = {name: value for name, value in zip(BUILD_KEYWORDS, (
+            dim, image_size, text_seq_len, depth, heads, text_encoder_name, text_encoder_depth, text_decoder_depth,
+            timesteps)) if value is not None}
+        if prior is None and decoder is None:
+            prior, decoder = _build_from_sizes(sizes)
+            self.override_config(prior=prior, decoder=decoder)
+        elif sizes:
+            raise TypeError(f"give prior= and decoder=, or sizes to build them from ({', '.join(sorted(sizes))}), "
+                            "not both")
         if not isinstance(prior, DiffusionPrior):
             raise TypeError(f"prior must be a DiffusionPrior, got {type(prior).__name__}")
         if not isinstance(decoder, Decoder):

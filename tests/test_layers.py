@@ -14,6 +14,7 @@ LAYERS = [
     {"clip", "vae", "pipeline_files"},
     {"compat"},
     {"prior", "decoder"},
+    {"recipes"},
     {"dalle2"},
     {"trainers", "data", "trackers"},
     {"eval", "dataloaders"},
