@@ -11,6 +11,7 @@ from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE
 from dalle2_pytorch.dalle2 import DALLE2
 from dalle2_pytorch.data.toy import COLOURS
 from dalle2_pytorch.decoder import Decoder, Unet
+from dalle2_pytorch.trainers import rebuild_model
 from dalle2_pytorch.trainers.dalle2_trainer import _regrouped
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
@@ -105,6 +106,9 @@ def test_save_load_resumes_exactly(tmp_path):
 
     first = trainer_for(tiny_pipeline())
     first.train(data, num_train_steps=2, batch_size=4, progress=False, checkpoint_path=tmp_path / "ckpt")
+    rebuilt = rebuild_model(tmp_path / "ckpt", use_ema=True)  # the trained pipeline alone, with its EMA weights
+    with first.ema_weights():
+        assert all(torch.equal(a, b) for a, b in zip(first.dalle2.state_dict().values(), rebuilt.state_dict().values()))
     resumed = trainer_for(tiny_pipeline())
     resumed.load(tmp_path / "ckpt")
     assert resumed.step == 2
