@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from dalle2_pytorch import DALLE2Trainer
-from dalle2_pytorch.clip.model import CLIP
 from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE
 from dalle2_pytorch.dalle2 import DALLE2
 from dalle2_pytorch.data.toy import COLOURS
-from dalle2_pytorch.decoder import Decoder, Unet
+from dalle2_pytorch.decoder import Decoder
+from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.trainers import rebuild_model
 from dalle2_pytorch.trainers.dalle2_trainer import _regrouped
-from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
-from dalle2_pytorch.prior.network import DiffusionPriorNetwork
+from tests.factories import tiny_clip, tiny_prior_network, tiny_unet
 
 NAMES = list(COLOURS)
 PALETTE = torch.tensor([COLOURS[n] for n in NAMES], dtype=torch.float32) / 255
@@ -22,14 +21,9 @@ SIZE = 8
 
 
 def tiny_pipeline(num_unets: int = 1) -> DALLE2:
-    torch.manual_seed(0)
-    clip = CLIP(dim_text=16, dim_image=16, dim_latent=16, num_text_tokens=VOCAB_SIZE, text_enc_depth=1,
-                text_seq_len=8, text_heads=2, text_dim_head=8, visual_enc_depth=1, visual_heads=2,
-                visual_dim_head=8, visual_image_size=SIZE, visual_patch_size=4)
-    prior = DiffusionPrior(DiffusionPriorNetwork(16, depth=1, dim_head=8, heads=2, max_text_len=8), clip=clip,
-                           timesteps=50, cond_drop_prob=0.2)
-    unets = [Unet(dim=8, dim_mults=(1, 2), num_resnet_blocks=1, attn_heads=1, attn_dim_head=8)
-             for _ in range(num_unets)]
+    clip = tiny_clip(num_text_tokens=VOCAB_SIZE, dim_text=16, visual_image_size=SIZE)   # captions: BPE strings
+    prior = DiffusionPrior(tiny_prior_network(16, max_text_len=8), clip=clip, timesteps=50, cond_drop_prob=0.2)
+    unets = [tiny_unet() for _ in range(num_unets)]
     sizes = (SIZE,) if num_unets == 1 else (SIZE // 2, SIZE)
     decoder = Decoder(unet=tuple(unets), clip=clip, image_sizes=sizes, timesteps=50, learned_variance=False)
     return DALLE2(prior=prior, decoder=decoder)
