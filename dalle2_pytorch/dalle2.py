@@ -22,6 +22,7 @@ from torch import nn
 from dalle2_pytorch.clip.conditioning import clip_image_embed, clip_text_condition
 from dalle2_pytorch.diffusion.noise import RowGenerators
 from dalle2_pytorch.decoder.decoder import Decoder
+from dalle2_pytorch.hub import loading_checkpoint, resolve_pretrained
 from dalle2_pytorch.images import to_pil_images
 from dalle2_pytorch.prior.conditioning import most_similar_candidates
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
@@ -165,14 +166,23 @@ class DALLE2(PretrainedMixin, nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu",
-                        strict: bool = True) -> "DALLE2":
-        """Load a pipeline saved by :meth:`save_pretrained`, or one of the older layouts (see the class docstring).
+                        strict: bool = True, *, revision: Optional[str] = None,
+                        allow_download: Optional[bool] = None) -> "DALLE2":
+        """Load a pipeline saved by :meth:`save_pretrained`, or one of the older layouts (see the class docstring),
+        from a folder or a Hugging Face Hub id (``org/repo[@revision][/subfolder]``, see
+        :func:`~dalle2_pytorch.hub.resolve_pretrained`).  The folder's own files never make it download anything
+        unless ``allow_download`` (see :func:`~dalle2_pytorch.hub.loading_checkpoint`).
 
-        A folder that is none of them raises a FileNotFoundError that lists the files each layout has."""
-        root = Path(directory)
+        A folder that is none of the layouts raises a FileNotFoundError that lists the files each layout has."""
+        root = resolve_pretrained(directory, revision)
+        with loading_checkpoint(allow_download):
+            return cls._from_local_pipeline(root, map_location, strict)
+
+    @classmethod
+    def _from_local_pipeline(cls, root: Path, map_location: Union[str, torch.device], strict: bool) -> "DALLE2":
         layout = find_layout(root)
         if layout == "config":
-            pipeline = super().from_pretrained(root, map_location=map_location, strict=strict)
+            pipeline = super()._from_local_folder(root, map_location, strict)
         else:
             spec = read_pipeline_file(root) if layout == "pipeline" else {"components": {}, "prior_num_samples": 2}
             parts = {}

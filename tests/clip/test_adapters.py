@@ -133,11 +133,18 @@ def test_openai_layout_adapters_on_a_stand_in_model(adapter_class):
 
 
 @pytest.mark.parametrize("adapter_class, module, extra", [
-    (OpenAIClipAdapter, "clip", "openai-clip"), (OpenClipAdapter, "open_clip", "open-clip"), (HFClipAdapter, "transformers", "hf")])
+    (OpenAIClipAdapter, "transformers", "openai-clip"), (OpenClipAdapter, "open_clip", "open-clip"),
+    (HFClipAdapter, "transformers", "hf")])
 def test_missing_package_names_the_extra(monkeypatch, adapter_class, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
     with pytest.raises(ImportError, match=rf"dalle2-pytorch\[{extra}\]"):
         adapter_class()
+
+
+def test_openai_resnets_still_need_the_clip_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "clip", None)
+    with pytest.raises(ImportError, match=r"clip-anytorch.*ViT-L/14"):
+        OpenAIClipAdapter("RN50")
 
 
 def test_base_adapter_subclass_for_a_custom_clip():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dalle2_pytorch.compat.hub import resolve_reference_path
+from dalle2_pytorch.hub import resolve_pretrained
 
 from tests.compat.legacy_fixtures import legacy_case, needs_legacy
 
@@ -30,9 +30,9 @@ def _prepopulate(cache: Path, files: dict[str, Path], repo: str = "laion/DALLE2-
 
 
 def test_local_paths_pass_through_and_bad_hub_names_are_explained(tmp_path):
-    assert resolve_reference_path(tmp_path / "x.pth") == tmp_path / "x.pth"
-    with pytest.raises(ValueError, match="hub:<org>/<repo>"):
-        resolve_reference_path("hub:laion-only")
+    assert resolve_pretrained(tmp_path / "x.pth") == tmp_path / "x.pth"
+    with pytest.raises(ValueError, match="not a Hugging Face Hub id"):
+        resolve_pretrained("hub:laion-only")
 
 
 @needs_legacy
