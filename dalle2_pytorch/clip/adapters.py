@@ -25,7 +25,7 @@ from torch import nn
 from dalle2_pytorch.clip.model import CLIP
 from dalle2_pytorch.clip.openai_weights import is_openai_layout, openai_state_to_hf
 from dalle2_pytorch.clip.outputs import EmbeddedImage, EmbeddedText
-from dalle2_pytorch.clip.pretrained import hf_clip, import_optional, is_hf_clip, open_clip, openai_clip
+from dalle2_pytorch.clip.pretrained import hf_clip, is_hf_clip, open_clip, openai_clip
 from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE
 from dalle2_pytorch.serialization import PretrainedMixin
 

@@ -95,7 +95,13 @@ def open_clip(name: str, pretrained: str) -> nn.Module:
         return hf_clip(OPENAI_HUB_IDS[openai_name], "OpenClipAdapter", "open-clip", OPENAI_ARCHITECTURES[openai_name])
     if pretrained.endswith((".bin", ".pt", ".pth", ".safetensors")):
         return open_clip_file(pretrained, base)
-    package = import_optional("open_clip", "OpenClipAdapter", "open-clip", "open-clip-torch")
+    try:
+        package = importlib.import_module("open_clip")
+    except ImportError as error:
+        raise ImportError(f"OpenClipAdapter({name!r}, pretrained={pretrained!r}) needs the `open_clip` package (pip "
+                          "install open-clip-torch, which needs torchvision). Without it, pretrained='openai' ViTs "
+                          "and open_clip checkpoint files (pretrained='<path or org/repo/file>.bin|.safetensors') "
+                          "load through transformers: pip install 'dalle2-pytorch[open-clip]'") from error
     # inside a checkpoint load the weights come from the checkpoint: build the architecture only
     model, _, _ = package.create_model_and_transforms(name, pretrained=None if building_from_checkpoint() else pretrained)
     return model
