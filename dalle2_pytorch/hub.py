@@ -49,13 +49,13 @@ def _looks_local(name: str) -> bool:
 
 
 def resolve_pretrained(path_or_id: Union[str, os.PathLike], revision: Optional[str] = None, *,
-                       cache_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
+                       cache_dir: Optional[Union[str, os.PathLike]] = None, local_files_only: bool = False) -> Path:
     """A local folder or file for ``path_or_id``: an existing local path as given, else a Hub id fetched into
     (or found in) huggingface_hub's cache, else the path as given (the caller reports it missing).
 
     ``revision`` (a branch, tag or commit) is the same as writing ``org/repo@revision``; giving both differently is
     an error.  Only what the id names is fetched (``org/repo/decoder`` fetches that folder, ``org/repo/x.pth`` one
-    file).  Raises ValueError for a ``hub:`` name that is not an id, ImportError without huggingface_hub, and
+    file); ``local_files_only`` looks in the cache only.  Raises ValueError for a ``hub:`` name that is not an id, ImportError without huggingface_hub, and
     FileNotFoundError when neither the Hub nor the local cache has it (offline: ``HF_HUB_OFFLINE=1``)."""
     if not isinstance(path_or_id, (str, os.PathLike)):
         raise TypeError(f"expected a path or a Hugging Face Hub id ({HUB_ID_FORMS}), got {type(path_or_id).__name__}")
@@ -81,7 +81,7 @@ def resolve_pretrained(path_or_id: Union[str, os.PathLike], revision: Optional[s
     try:
         snapshot = huggingface_hub.snapshot_download(
             repo_id=repo_id, revision=revision, allow_patterns=None if inner is None else [inner, f"{inner}/*"],
-            cache_dir=None if cache_dir is None else str(cache_dir))
+            cache_dir=None if cache_dir is None else str(cache_dir), local_files_only=local_files_only)
     except Exception as error:  # offline cache misses, 404s and network errors alike: say what was asked
         where = "" if forced else f"{name!r} is not a local path (it does not exist), and "
         raise FileNotFoundError(f"{where}could not get {name} from the Hugging Face Hub or its local cache "

@@ -75,7 +75,15 @@ def open_clip_file(path_or_id: str, name: str) -> nn.Module:
     import torch
     from safetensors.torch import load_file
 
-    path = resolve_pretrained(path_or_id)
+    try:  # inside a checkpoint load, a file the checkpoint names is used only if it is here already
+        path = resolve_pretrained(path_or_id, local_files_only=not download_allowed())
+    except FileNotFoundError as error:
+        if download_allowed():
+            raise
+        raise FileNotFoundError(download_refused(f"the open_clip file {path_or_id!r} that the checkpoint names")) \
+            from error
+    if not path.is_file():
+        raise FileNotFoundError(f"open_clip checkpoint file {path_or_id!r} not found (looked at {path})")
     state = load_file(str(path)) if path.suffix == ".safetensors" else \
         torch.load(str(path), map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)

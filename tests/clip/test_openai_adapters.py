@@ -77,6 +77,10 @@ def test_an_open_clip_checkpoint_file_converts(tmp_path):
     check_against_openai(adapter, state)
     gelu = OpenClipAdapter("ViT-Tiny", pretrained=str(tmp_path / "open_clip_pytorch_model.bin"))
     assert gelu.clip.config.vision_config.hidden_act == "gelu"  # open_clip's non-quickgelu models use GELU
+    with loading_checkpoint():  # a file a checkpoint's config names: used if here, never downloaded
+        assert OpenClipAdapter("ViT-Tiny", pretrained=str(tmp_path / "open_clip_pytorch_model.bin")).dim_latent == 32
+        with pytest.raises(FileNotFoundError, match="downloads nothing that its files name"):
+            OpenClipAdapter("ViT-Tiny", pretrained="laion/absent-clip/open_clip_pytorch_model.bin")
     torch.save({"visual.proj": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not an open_clip ViT checkpoint"):
         OpenClipAdapter("ViT-Tiny", pretrained=str(tmp_path / "bad.pt"))
