@@ -18,13 +18,14 @@ PIPELINE_HELP = ("a pipeline folder: DALLE2.save_pretrained output (pipeline.jso
                  "`dalle2 demo` / DALLE2 folder, or a Hugging Face Hub id of one (org/repo[@revision][/subfolder], "
                  "fetched into the HF cache; HF_HUB_OFFLINE=1 uses the cache only); its saved sampling defaults apply "
                  "(default: outputs/checkpoints)")
-ALLOW_DOWNLOAD_HELP = ("let the checkpoint's own config.json fetch what it names (e.g. an HFClipAdapter's CLIP config); "
-                       "without it loading downloads nothing but the --checkpoint id you typed")
+ALLOW_DOWNLOAD_HELP = ("let the checkpoint's own config.json fetch what it names (e.g. an HFClipAdapter's CLIP "
+                       "config); without it loading downloads nothing but the --checkpoint id you typed")
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint`` (a folder or Hub id) and ``--allow-download``."""
-    parser.add_argument("--checkpoint", default="outputs/checkpoints", help=PIPELINE_HELP)
+    # "./": the default is a local folder, never looked up on the Hub when it is missing
+    parser.add_argument("--checkpoint", default="./outputs/checkpoints", help=PIPELINE_HELP)
     parser.add_argument("--allow-download", action="store_true", help=ALLOW_DOWNLOAD_HELP)
 
 

@@ -111,5 +111,6 @@ def open_clip(name: str, pretrained: str) -> nn.Module:
                           "and open_clip checkpoint files (pretrained='<path or org/repo/file>.bin|.safetensors') "
                           "load through transformers: pip install 'dalle2-pytorch[open-clip]'") from error
     # inside a checkpoint load the weights come from the checkpoint: build the architecture only
-    model, _, _ = package.create_model_and_transforms(name, pretrained=None if building_from_checkpoint() else pretrained)
+    weights = None if building_from_checkpoint() else pretrained
+    model, _, _ = package.create_model_and_transforms(name, pretrained=weights)
     return model

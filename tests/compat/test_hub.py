@@ -191,3 +191,13 @@ def test_the_cli_opts_in_to_downloads_only_with_allow_download(monkeypatch, tmp_
     for flag in ([], ["--allow-download"]):
         assert main(["sample", "red", "--checkpoint", str(tmp_path), *flag]) == 2
     assert seen == [False, True]
+
+
+def test_the_cli_default_checkpoint_is_never_looked_up_on_the_hub(monkeypatch, tmp_path):
+    from dalle2_pytorch.cli.main import build_parser
+
+    monkeypatch.chdir(tmp_path)  # no outputs/ here
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # a Hub lookup would raise ImportError
+    for command in (["sample", "red"], ["eval"], ["serve"]):
+        default = build_parser().parse_args(command).checkpoint
+        assert resolve_pretrained(default) == Path("outputs/checkpoints")
