@@ -53,21 +53,24 @@ def resolve_pretrained(path_or_id: Union[str, os.PathLike], revision: Optional[s
     """A local folder or file for ``path_or_id``: an existing local path as given, else a Hub id fetched into
     (or found in) huggingface_hub's cache, else the path as given (the caller reports it missing).
 
-    ``revision`` (a branch, tag or commit) is the same as writing ``org/repo@revision``; giving both differently is
-    an error.  Only what the id names is fetched (``org/repo/decoder`` fetches that folder, ``org/repo/x.pth`` one
-    file); ``local_files_only`` looks in the cache only.  Raises ValueError for a ``hub:`` name that is not an id, ImportError without huggingface_hub, and
-    FileNotFoundError when neither the Hub nor the local cache has it (offline: ``HF_HUB_OFFLINE=1``)."""
+    ``revision`` (a branch, tag or commit; Hub ids only) is the same as writing ``org/repo@revision``; giving both
+    differently is an error.  Only what the id names is fetched (``org/repo/decoder`` fetches that folder,
+    ``org/repo/x.pth`` one file); ``local_files_only`` looks in the cache only.  Raises ValueError for a ``hub:``
+    name that is not an id, ImportError without huggingface_hub, and FileNotFoundError when neither the Hub nor
+    the local cache has it (offline: ``HF_HUB_OFFLINE=1``)."""
     if not isinstance(path_or_id, (str, os.PathLike)):
         raise TypeError(f"expected a path or a Hugging Face Hub id ({HUB_ID_FORMS}), got {type(path_or_id).__name__}")
-    if not isinstance(path_or_id, str) or os.path.exists(path_or_id):
-        return Path(path_or_id)
     name = path_or_id
-    forced = name.startswith(HUB_PREFIX)
-    parsed = parse_hub_id(name) if forced or not _looks_local(name) else None
+    forced = isinstance(name, str) and name.startswith(HUB_PREFIX)
+    local = not isinstance(name, str) or os.path.exists(name) or (not forced and _looks_local(name))
+    parsed = None if local else parse_hub_id(name)
     if parsed is None:
-        if forced:
+        if forced and not local:
             raise ValueError(f"{name!r} is not a Hugging Face Hub id; write {HUB_ID_FORMS}, e.g. "
                              "hub:laion/DALLE2-PyTorch/decoder/1.5B_laion2B/latest.pth")
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} applies to Hugging Face Hub ids ({HUB_ID_FORMS}); "
+                             f"{str(name)!r} is a local path")
         return Path(name)
     repo_id, written_revision, inner = parsed
     if revision is not None and written_revision is not None and revision != written_revision:

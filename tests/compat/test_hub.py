@@ -52,6 +52,8 @@ def test_hub_ids_are_parsed_and_local_paths_win(tmp_path, monkeypatch):
     assert resolve_pretrained(tmp_path / "missing") == tmp_path / "missing"  # the caller says what it expected
     with pytest.raises(ValueError, match="revision 'v1' but revision='v2'"):
         resolve_pretrained("laion/x@v1", revision="v2")
+    with pytest.raises(ValueError, match="revision='v1' applies to Hugging Face Hub ids"):
+        resolve_pretrained("org/repo", revision="v1")
     with pytest.raises(TypeError, match="Hub id"):
         resolve_pretrained(3)
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
