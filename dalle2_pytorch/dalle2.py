@@ -24,6 +24,7 @@ from dalle2_pytorch.diffusion.noise import RowGenerators
 from dalle2_pytorch.decoder.decoder import Decoder
 from dalle2_pytorch.hub import loading_checkpoint, resolve_pretrained
 from dalle2_pytorch.images import to_pil_images
+from dalle2_pytorch.manipulations import ManipulationsMixin
 from dalle2_pytorch.prior.conditioning import most_similar_candidates
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.pipeline_files import (COMPONENTS, PIPELINE_FILE, SamplingDefaults, find_layout,
@@ -56,7 +57,7 @@ def _build_from_sizes(sizes: dict[str, Any]) -> tuple[DiffusionPrior, Decoder]:
     return build_unclip(**sizes)
 
 
-class DALLE2(PretrainedMixin, nn.Module):
+class DALLE2(ManipulationsMixin, PretrainedMixin, nn.Module):
     """The unCLIP pipeline: a trained :class:`DiffusionPrior` and :class:`Decoder` turned into text-to-image.
 
     Args:
@@ -83,6 +84,9 @@ class DALLE2(PretrainedMixin, nn.Module):
                                                       "cond_scale": [3.0, 1.0]}}}
         dir/prior/          DiffusionPrior.save_pretrained: config.json + model.safetensors (its CLIP inside)
         dir/decoder/        Decoder.save_pretrained: config.json + model.safetensors (its CLIP inside)
+
+    Image manipulations (``embed_image``, ``invert``, ``variations``, ``interpolate``, ``text_diff``, ``inpaint``,
+    ``outpaint``) come from :class:`~dalle2_pytorch.manipulations.ManipulationsMixin` (docs/manipulations.md).
 
     ``from_pretrained`` also reads the two older layouts: a ``config.json`` + ``model.safetensors`` folder of the
     first ``DALLE2.save_pretrained``, and ``dalle2 demo``'s ``clip/ prior/ decoder/`` (+ ``sampling.json``,

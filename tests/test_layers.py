@@ -14,7 +14,7 @@ LAYERS = [
     {"clip", "vae", "pipeline_files"},
     {"compat"},
     {"prior", "decoder"},
-    {"recipes"},
+    {"recipes", "manipulations"},
     {"dalle2"},
     {"trainers", "data", "trackers"},
     {"eval", "dataloaders"},

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,11 @@ from dalle2_pytorch.diffusion import (ModelDenoiser, NoiseSchedule, default_samp
                                       dynamic_threshold, learned_variance_log_var, model_output_to_x0,
                                       p2_loss_weights, repaint_sample_loop, sample_loop, self_conditioning_estimate,
                                       static_clamp, training_target, variance_frac, vlb_loss)
+from dalle2_pytorch.diffusion.inpaint import inpaint_loop
+from dalle2_pytorch.diffusion.inversion import ddim_invert, inversion_sigmas
 
 Callback = Optional[Callable[[dict[str, Any]], None]]
+Size = Union[int, tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -48,19 +51,23 @@ class CascadeOptions:
     ddim_sampling_eta: float
 
 
-def resize_mask(mask: Tensor, size: int) -> Tensor:
-    """Nearest resize of a (b, 1, h, w) bool mask to ``size``×``size``."""
-    if mask.shape[-1] == size and mask.shape[-2] == size:
+def _pair(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resize_mask(mask: Tensor, size: Size) -> Tensor:
+    """Nearest resize of a (b, 1, h, w) bool mask to ``size`` (an int for square, or ``(h, w)``)."""
+    size = _pair(size)
+    if tuple(mask.shape[-2:]) == size:
         return mask
-    return F.interpolate(mask.float(), size=(size, size), mode="nearest").bool()
+    return F.interpolate(mask.float(), size=size, mode="nearest").bool()
 
 
 def paste_known(output: Tensor, image: Tensor, mask: Tensor) -> Tensor:
     """``output`` with ``image``'s pixels wherever ``mask`` is set (image resized to match if needed)."""
-    size = output.shape[-1]
-    if image.shape[-1] != size or image.shape[-2] != output.shape[-2]:
+    if image.shape[-2:] != output.shape[-2:]:
         image = F.interpolate(image.float(), size=output.shape[-2:], mode="nearest").to(output.dtype)
-        mask = resize_mask(mask, size)
+        mask = resize_mask(mask, tuple(output.shape[-2:]))
     return torch.where(mask.to(output.device), image.to(output), output)
 
 
@@ -120,14 +127,15 @@ class CascadeStage(StageSettings):
             (bool(unet.cond_on_text_encodings) and options.text_cond_drop_prob > 0)
 
     # ------------------------------------------------------------------ the low-resolution input
-    def condition(self, previous: Tensor, *, training: bool, generator: Optional[torch.Generator] = None
-                  ) -> dict[str, Tensor]:
+    def condition(self, previous: Tensor, *, training: bool, generator: Optional[torch.Generator] = None,
+                  size: Optional[Size] = None) -> dict[str, Tensor]:
         """The unet's low-resolution keywords (``lowres_cond_img``, ``lowres_noise_level``); ``{}`` for unet 1.
 
         Training: ``previous`` is the ground-truth batch, shrunk to the previous unet's size and augmented
         (blur, noise at a random level).  Sampling: ``previous`` is the previous unet's output, grown to
         size and noised at the decoder's fixed ``lowres_noise_sample_level``.  A latent unet gets the
-        condition encoded by its VAE before the noise, where the unet sees it."""
+        condition encoded by its VAE before the noise, where the unet sees it.  ``size`` (sampling only) grows
+        ``previous`` to a canvas other than the stage's square (outpainting)."""
         if self.lowres is None:
             return {}
         encode = self.encode if self.is_latent else None
@@ -135,7 +143,7 @@ class CascadeStage(StageSettings):
             image, levels = self.lowres(previous, target_image_size=self.image_size,
                                         downsample_image_size=self.previous_image_size, encode=encode)
         else:
-            image, levels = self.lowres.for_sampling(previous, target_image_size=self.image_size,
+            image, levels = self.lowres.for_sampling(previous, target_image_size=size or self.image_size,
                                                      noise_level=self.options.lowres_noise_sample_level,
                                                      generator=generator, encode=encode)
         return {"lowres_cond_img": image} if levels is None else \
@@ -211,39 +219,73 @@ class CascadeStage(StageSettings):
         return ModelDenoiser(model_fn, self.schedule, self.objective, x0_transform=self._transform_x0,
                              self_condition=bool(unet.self_cond))
 
+    def canvas(self, size: Optional[Size] = None) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``((h, w) in pixels, (h, w) in the unet's space)`` of a canvas (default the stage's square)."""
+        pixels = _pair(self.image_size if size is None else size)
+        if not self.is_latent:
+            return pixels, pixels
+        return pixels, (self.vae.get_encoded_fmap_size(pixels[0]), self.vae.get_encoded_fmap_size(pixels[1]))
+
+    def _prepare(self, previous: Optional[Tensor], unet_kwargs: dict[str, Tensor], *, cond_scale: float,
+                 generator: Optional[torch.Generator], size: Optional[Size]) -> tuple[ModelDenoiser, torch.device]:
+        device = next(self.unet.parameters()).device
+        kwargs = {k: v.to(device) for k, v in unet_kwargs.items()}
+        if previous is not None:
+            kwargs.update(self.condition(previous.to(device), training=False, generator=generator,
+                                         size=self.canvas(size)[0]))
+        return self.denoiser(kwargs, cond_scale if self.can_guide() else 1.0), device
+
     @torch.no_grad()
     def sample(self, previous: Optional[Tensor], unet_kwargs: dict[str, Tensor], *, batch: int,
                cond_scale: float = 1.0, sampler: Optional[str] = None, steps: Optional[int] = None,
                generator: Optional[torch.Generator] = None, callback: Callback = None,
-               inpaint: Optional[tuple[Tensor, Tensor]] = None, inpaint_resample_times: int = 5) -> Tensor:
+               inpaint: Optional[tuple[Tensor, Tensor]] = None, inpaint_resample_times: Optional[int] = None,
+               noise: Optional[Tensor] = None, eta: Optional[float] = None, size: Optional[Size] = None) -> Tensor:
         """Samples of this unet as normalised pixels (decoded when it works on latents).
 
         ``previous``: the previous unet's output (normalised pixels) for upsamplers.  ``inpaint``: the known
-        ``(image, mask)`` in normalised pixels at any size, True where kept; it runs RePaint, an ancestral
-        sampler, so only ``sampler`` None or 'ddpm' is allowed with it."""
-        device = next(self.unet.parameters()).device
+        ``(image, mask)`` in normalised pixels at any size, True where kept.  Every sampler inpaints: with
+        ``'ddpm'`` (the default when inpainting) RePaint with ``inpaint_resample_times`` (default 5), with the
+        others known-region replacement at each step's noise level (resampled ``inpaint_resample_times`` times,
+        default 1).  ``noise``: the starting noise (standard normal, in the unet's space), e.g. from
+        :meth:`invert`.  ``eta``: DDIM's η (default the decoder's ``ddim_sampling_eta``).  ``size``: an
+        ``(h, w)`` canvas other than the stage's square (outpainting; the unet must be fully convolutional)."""
         if self.is_latent and not getattr(self.vae, "has_been_trained", True):
             warnings.warn(f"unet {self.number} diffuses in the latent space of a VAE that was never trained; "
                           "its samples will be meaningless", stacklevel=3)
-        kwargs = {k: v.to(device) for k, v in unet_kwargs.items()}
-        if previous is not None:
-            kwargs.update(self.condition(previous.to(device), training=False, generator=generator))
         name, steps = default_sampler("ddpm" if inpaint is not None and sampler is None else sampler, steps,
                                       sample_timesteps=self.sample_timesteps,
                                       num_timesteps=self.schedule.num_timesteps)
-        denoiser = self.denoiser(kwargs, cond_scale if self.can_guide() else 1.0)
-        shape = (batch, self.unet.channels, self.diffusion_size, self.diffusion_size)
+        if eta is not None and name != "ddim":
+            raise ValueError(f"eta={eta} only applies to the 'ddim' sampler, not {name!r}")
+        eta = (self.options.ddim_sampling_eta if eta is None else float(eta)) if name == "ddim" else 0.0
+        denoiser, device = self._prepare(previous, unet_kwargs, cond_scale=cond_scale, generator=generator,
+                                         size=size)
+        pixels, latent = self.canvas(size)
+        shape = (batch, self.unet.channels, *latent)
         stage_callback = None if callback is None else (lambda info: callback({**info, "unet_number": self.number}))
         if inpaint is None:
-            x0 = sample_loop(denoiser, shape, sampler=name, steps=steps,
-                             eta=self.options.ddim_sampling_eta if name == "ddim" else 0.0,
-                             generator=generator, callback=stage_callback, device=device)
+            x0 = sample_loop(denoiser, shape, sampler=name, steps=steps, eta=eta, generator=generator,
+                             callback=stage_callback, device=device, noise=noise)
             return self.decode(x0)
-        if name != "ddpm":
-            raise ValueError(f"inpainting uses RePaint, an ancestral (ddpm) sampler; got sampler={name!r}. "
-                             "Leave sampler=None or pass sampler='ddpm' (steps= still applies)")
-        known = self.encode(resize_image_to(inpaint[0], self.image_size).to(device))
-        mask = resize_mask(resize_mask(inpaint[1], self.image_size), self.diffusion_size).to(device)
-        x0 = repaint_sample_loop(denoiser, shape, known, mask, resample_times=inpaint_resample_times, steps=steps,
-                                 generator=generator, callback=stage_callback, device=device)
+        known = self.encode(resize_image_to(inpaint[0], pixels).to(device))
+        mask = resize_mask(resize_mask(inpaint[1], pixels), latent).to(device)
+        if name == "ddpm" and noise is None:
+            x0 = repaint_sample_loop(denoiser, shape, known, mask, resample_times=inpaint_resample_times or 5,
+                                     steps=steps, generator=generator, callback=stage_callback, device=device)
+        else:
+            x0 = inpaint_loop(denoiser, shape, known, mask, sampler=name, steps=steps, eta=eta,
+                              resample_times=inpaint_resample_times or 1, generator=generator,
+                              callback=stage_callback, device=device, noise=noise)
         return self.decode(x0)
+
+    @torch.no_grad()
+    def invert(self, image: Tensor, previous: Optional[Tensor], unet_kwargs: dict[str, Tensor], *, steps: int,
+               cond_scale: float = 1.0, generator: Optional[torch.Generator] = None,
+               fixed_point_iters: Optional[int] = None) -> Tensor:
+        """DDIM inversion: the noise from which :meth:`sample` with ``sampler='ddim', eta=0, steps=steps`` (same
+        conditioning) returns ``image`` (normalised pixels at any size), closely.  ``previous`` as in :meth:`sample`."""
+        denoiser, device = self._prepare(previous, unet_kwargs, cond_scale=cond_scale, generator=generator, size=None)
+        x0 = self.encode(resize_image_to(image.to(device).float(), self.image_size))
+        extra = {} if fixed_point_iters is None else {"fixed_point_iters": fixed_point_iters}
+        return ddim_invert(denoiser, x0, inversion_sigmas(denoiser, steps), **extra)

@@ -302,7 +302,8 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
                text_encodings: Optional[Tensor] = None, batch_size: int = 1, cond_scale: Any = 1.0,
                start_at_unet_number: int = 1, stop_at_unet_number: Optional[int] = None,
                image: Optional[Tensor] = None, inpaint_image: Optional[Tensor] = None,
-               inpaint_mask: Optional[Tensor] = None, inpaint_resample_times: int = 5, sampler: Any = None,
+               inpaint_mask: Optional[Tensor] = None, inpaint_resample_times: Optional[int] = None,
+               sampler: Any = None,
                steps: Any = None, generator: Optional[torch.Generator] = None,
                callback: Optional[Callable[[dict], None]] = None, one_unet_in_gpu_at_time: bool = False) -> Tensor:
         """Generate images in the decoder's input range by running the unets in order.
@@ -311,7 +312,9 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
         ('ddpm', 'ddim', 'dpmpp_2m', 'euler', 'heun'); by default full DDPM, or DDIM when ``steps`` (or the
         decoder's ``sample_timesteps``) is set.  To start later in the cascade (``start_at_unet_number > 1``) pass the
         lower-resolution ``image`` to upsample.  ``inpaint_image``/``inpaint_mask`` (True = keep) inpaint
-        with RePaint; the kept pixels come back unchanged.  ``callback(info)`` gets the core's step info
+        with any sampler: RePaint for 'ddpm' (the default then; ``inpaint_resample_times`` default 5), known-region
+        replacement at each step's noise level for the others (resampled ``inpaint_resample_times`` times, default
+        1); the kept pixels come back unchanged.  ``callback(info)`` gets the core's step info
         plus ``unet_number``.  ``one_unet_in_gpu_at_time`` offloads idle unets to the CPU (CUDA only).
         """
         start = self.check_unet_number(start_at_unet_number, "start_at_unet_number")

@@ -83,12 +83,14 @@ def test_stage_sample_is_the_decoders_first_unet():
     assert not torch.allclose(out, unguided)
 
 
-def test_inpainting_refuses_a_deterministic_sampler():
+def test_inpainting_works_with_a_deterministic_sampler_and_keeps_the_region_bit_exact():
     decoder = tiny_decoder(1)
-    known = (torch.zeros(1, 3, 8, 8), torch.ones(1, 1, 8, 8, dtype=torch.bool))
-    with pytest.raises(ValueError, match="RePaint"):
-        decoder.stage(1).sample(None, {"image_embed": torch.zeros(1, EMBED_DIM)}, batch=1, sampler="ddim",
-                                steps=2, inpaint=known)
+    known = torch.rand(1, 3, 8, 8) * 2 - 1
+    mask = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    mask[..., :5] = True
+    out = decoder.stage(1).sample(None, {"image_embed": torch.zeros(1, EMBED_DIM)}, batch=1, sampler="ddim",
+                                  steps=2, inpaint=(known, mask))
+    assert torch.equal(out[..., :5], known[..., :5]) and not torch.equal(out, known)
 
 
 def test_text_longer_than_max_text_len_warns_and_frozen_parts_stay_in_eval_mode():
