@@ -12,6 +12,7 @@ from functools import partial
 from typing import Sequence
 
 from dalle2_pytorch.cli import commands
+from dalle2_pytorch.cli.manipulate_commands import add_manipulation_commands
 from dalle2_pytorch.hub import allow_downloads
 
 PIPELINE_HELP = ("a pipeline folder: DALLE2.save_pretrained output (pipeline.json, prior/, decoder/) or an older "
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_command("show", help="every field of a kind's config, with defaults and descriptions")
     show.add_argument("--kind", choices=["clip", "prior", "decoder", "vae"], required=True)
     show.set_defaults(run=commands.config_show)
+    add_manipulation_commands(command, add_checkpoint_arguments)
     return parser
 
 
