@@ -7,7 +7,7 @@ It uses the pipeline's ``prior`` (its CLIP embeds images and texts, in the space
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -17,13 +17,15 @@ from dalle2_pytorch.manipulations import core
 
 DEFAULT_INVERSION_STEPS = 50
 TextArg = Union[str, Sequence[str], None]
+Callback = Optional[Callable[[dict], None]]
 
 
 class ManipulationsMixin:
     """unCLIP's image manipulations (paper Section 3) on a pipeline with ``prior`` and ``decoder``.
 
     Images are float tensors (b, 3, h, w) or (3, h, w) in [0, 1] at the decoder's output size; every method
-    returns (n, 3, h, w) in [0, 1].  ``seed`` makes a call reproducible."""
+    returns (n, 3, h, w) in [0, 1].  ``seed`` makes a call reproducible; ``callback`` gets every decoder step
+    (``{'unet_number', 'i', 'total', ...}``), for progress bars."""
 
     # ------------------------------------------------------------------ helpers
     def _images(self, images: Any, name: str = "images") -> Tensor:
@@ -83,17 +85,17 @@ class ManipulationsMixin:
 
     @torch.no_grad()
     def reconstruct(self, image_embed: Tensor, noise: Tensor, *, steps: Optional[int] = None,
-                    seed: int = 0) -> Tensor:
+                    seed: int = 0, callback: Callback = None) -> Tensor:
         """Deterministic DDIM decoding of ``(image_embed, noise)`` from :meth:`invert` (same ``steps``);
         the upsamplers use the pipeline's defaults with noise from ``seed`` (the same for every row)."""
         settings = self._decoder_settings("ddim", self._inversion_steps(steps))
         return core.decode(self.decoder, image_embed.to(self.device), noise=noise.to(self.device), eta=0.0,
-                           generator=self._generator(seed, image_embed.shape[0]), **settings)
+                           generator=self._generator(seed, image_embed.shape[0]), callback=callback, **settings)
 
     # ------------------------------------------------------------------ variations, interpolation, text diffs
     @torch.no_grad()
     def variations(self, images: Tensor, num: int = 4, eta: float = 1.0, seed: Optional[int] = None, *,
-                   steps: Optional[int] = None, inverted: bool = False) -> Tensor:
+                   steps: Optional[int] = None, inverted: bool = False, callback: Callback = None) -> Tensor:
         """``num`` variations of each image (paper 3.1): its CLIP embedding kept, unet 1 sampled with DDIM at
         ``eta`` > 0 from fresh noise (or, ``inverted=True``, from the image's inverted noise).  Image-major order."""
         images = self._images(images)
@@ -109,11 +111,11 @@ class ManipulationsMixin:
             noise = core.invert(self.decoder, images, embed, steps=steps, cond_scale=settings["cond_scale"][0])
             noise = noise.repeat_interleave(num, dim=0)
         return core.decode(self.decoder, embed.repeat_interleave(num, dim=0), noise=noise, eta=float(eta),
-                           generator=self._generator(seed), **settings)
+                           generator=self._generator(seed), callback=callback, **settings)
 
     @torch.no_grad()
     def interpolate(self, image_a: Tensor, image_b: Tensor, num: int = 5, *, steps: Optional[int] = None,
-                    seed: int = 0) -> Tensor:
+                    seed: int = 0, callback: Callback = None) -> Tensor:
         """``num`` images from ``image_a`` to ``image_b`` (paper 3.2): slerp of the CLIP embeddings and of the
         DDIM-inverted noises; the ends are :meth:`reconstruct` of each image (same ``steps`` and ``seed``)."""
         if isinstance(num, bool) or not isinstance(num, int) or num < 2:
@@ -122,11 +124,12 @@ class ManipulationsMixin:
                                                   for x, name in ((image_a, "image_a"), (image_b, "image_b")))
         t = torch.linspace(0, 1, num, device=self.device)
         embeds = core.slerp(embed_a.expand(num, -1), embed_b.expand(num, -1), t)
-        return self.reconstruct(embeds, core.slerp_noise(noise_a, noise_b, t), steps=steps, seed=seed)
+        return self.reconstruct(embeds, core.slerp_noise(noise_a, noise_b, t), steps=steps, seed=seed,
+                                callback=callback)
 
     @torch.no_grad()
     def text_diff(self, image: Tensor, from_text: str, to_text: str, amounts: Sequence[float] = (0.25, 0.5, 0.75),
-                  *, steps: Optional[int] = None, seed: int = 0) -> Tensor:
+                  *, steps: Optional[int] = None, seed: int = 0, callback: Callback = None) -> Tensor:
         """Edit images with a text diff (paper 3.3): rotate each CLIP image embedding towards
         normalize(z(to_text) − z(from_text)) by slerp, θ in ``amounts``, keeping the inverted noise."""
         if not isinstance(from_text, str) or not isinstance(to_text, str) or not from_text or not to_text:
@@ -135,13 +138,14 @@ class ManipulationsMixin:
         embed, noise = self.invert(image, steps)
         z_from, z_to = self._text_embeds([from_text, to_text]).chunk(2)
         embeds = core.text_diff_embeds(embed, z_from, z_to, amounts)
-        return self.reconstruct(embeds, noise.repeat_interleave(len(amounts), dim=0), steps=steps, seed=seed)
+        return self.reconstruct(embeds, noise.repeat_interleave(len(amounts), dim=0), steps=steps, seed=seed,
+                                callback=callback)
 
     # ------------------------------------------------------------------ inpainting and outpainting
     @torch.no_grad()
     def inpaint(self, image: Tensor, mask: Tensor, text: TextArg = None, sampler: Optional[str] = None,
                 steps: Optional[int] = None, *, resample_times: Optional[int] = None, seed: Optional[int] = None,
-                cond_scale: Any = None) -> Tensor:
+                cond_scale: Any = None, callback: Callback = None) -> Tensor:
         """Regenerate ``image`` where ``mask`` is False (True = keep, kept pixels bit-exact) with any sampler.
 
         Conditioned on ``text`` through the prior, else on the image's own CLIP embedding.  ``sampler``/``steps``
@@ -152,12 +156,12 @@ class ManipulationsMixin:
         embed = self.embed_image(image) if text is None else self._prior_embeds(text, image.shape[0], generator)
         settings = self._decoder_settings(sampler=sampler, steps=steps, cond_scale=cond_scale)
         return core.decode(self.decoder, embed, inpaint=(image, mask), resample_times=resample_times,
-                           generator=generator, **settings)
+                           generator=generator, callback=callback, **settings)
 
     @torch.no_grad()
     def outpaint(self, image: Tensor, pad: Optional[Sequence[int]] = None, scale: Optional[float] = None,
                  text: TextArg = None, *, sampler: Optional[str] = None, steps: Optional[int] = None,
-                 seed: Optional[int] = None) -> Tensor:
+                 seed: Optional[int] = None, callback: Callback = None) -> Tensor:
         """Extend ``image`` onto a larger canvas, ``pad=(left, top, right, bottom)`` pixels or ``scale`` (e.g. 2),
         the source kept bit-exact.  Every unet draws the larger canvas at its own resolution (its sides must be
         multiples of the unet's; see the error).  Conditioned on ``text`` or on the image's embedding."""
@@ -167,4 +171,4 @@ class ManipulationsMixin:
         embed = self.embed_image(image) if text is None else self._prior_embeds(text, image.shape[0], generator)
         settings = self._decoder_settings(sampler=sampler, steps=steps)
         return core.decode(self.decoder, embed, inpaint=(canvas, mask), canvas=tuple(canvas.shape[-2:]),
-                           generator=generator, **settings)
+                           generator=generator, callback=callback, **settings)

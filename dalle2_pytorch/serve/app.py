@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from dalle2_pytorch.serve.batching import BatchQueue, QueueFull
 from dalle2_pytorch.serve.engine import ImageEngine, Settings
 from dalle2_pytorch.serve.jobs import Job, JobStore
+from dalle2_pytorch.serve.manipulate import add_manipulation_routes
 from dalle2_pytorch.serve.schemas import MAX_SEED, Accepted, GenerateRequest, JobView
 
 STATIC = Path(__file__).parent / "static"
@@ -145,4 +146,5 @@ def create_app(engine: ImageEngine, *, max_batch: int = 8, batch_window: float =
         return Response(data, media_type="image/png",
                         headers={"Content-Disposition": f'inline; filename="{name}.png"'})
 
+    add_manipulation_routes(app, engine, store)  # /v1/variations, /v1/text-diff, /v1/inpaint, ... (manipulate.py)
     return app
