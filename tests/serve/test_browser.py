@@ -96,3 +96,47 @@ def test_page_generates_an_image_in_chromium(server_url, tmp_path):
     assert screenshot.stat().st_size > 1000
     if os.environ.get("DALLE2_UPDATE_SCREENSHOT"):  # refresh docs/serve_screenshot.png
         shutil.copyfile(screenshot, SCREENSHOT_FOR_README)
+
+
+@pytest.mark.slow
+@pytest.mark.optional
+def test_page_inpaints_an_uploaded_image_with_a_painted_mask(server_url, tmp_path):
+    """Upload a picture, paint the mask on the canvas, inpaint: the kept pixels come back exactly."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from dalle2_pytorch.images import save_image
+
+    source = save_image(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)), tmp_path / "source.png")
+    with playwright_sync.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1400})
+            page.goto(server_url + "/")
+            page.set_input_files("#m-file", str(source))
+            page.wait_for_selector("#m-canvas[data-loaded='yes']")
+            page.select_option("#m-mode", "inpaint")
+            assert page.is_visible("#m-brush") and page.is_hidden("#m-from")
+            box = page.locator("#m-canvas").bounding_box()
+            page.mouse.move(box["x"] + 100, box["y"] + 128)
+            page.mouse.down()
+            page.mouse.move(box["x"] + 160, box["y"] + 128, steps=8)
+            page.mouse.up()
+            assert page.get_attribute("#m-canvas", "data-painted") == "yes"
+            page.fill("#m-num", "1")
+            page.fill("#m-steps", "3")
+            page.fill("#m-seed", "7")
+            page.select_option("#m-sampler", "dpmpp_2m")
+            page.click("#m-run")
+            page.wait_for_selector("#m-status[data-state='done']", timeout=60_000)
+            page.wait_for_function("() => [...document.querySelectorAll('#m-gallery img')]"
+                                   ".filter(i => i.complete && i.naturalWidth > 0).length == 1", timeout=10_000)
+            url = page.get_attribute("#m-gallery img", "src")
+            png = page.request.get(server_url + url).body()
+        finally:
+            browser.close()
+    (tmp_path / "out.png").write_bytes(png)
+    out, original = np.asarray(Image.open(tmp_path / "out.png").convert("RGB")), np.asarray(Image.open(source))
+    changed = (out != original).any(axis=-1)
+    assert changed.any() and not changed[:, :4].any() and not changed[:3].any()  # painted middle only
