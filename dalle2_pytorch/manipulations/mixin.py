@@ -46,6 +46,14 @@ class ManipulationsMixin:
             out["steps"][0] = first_steps
         return out
 
+    def _decoder_text(self, texts: TextArg, batch: int) -> dict[str, Tensor]:
+        """``text_encodings`` for a text-conditioned decoder: of ``texts`` (one string for every row, or one per row),
+        else of empty captions (the embedding alone says what the image shows); ``{}`` for other decoders."""
+        if not self.decoder.condition_on_text_encodings:
+            return {}
+        texts = [""] * batch if texts is None else [texts] * batch if isinstance(texts, str) else list(texts)
+        return {"text_encodings": self.decoder.conditions.embed_text(self._tokens(texts, self.decoder.clip))}
+
     def _text_embeds(self, texts: Sequence[str]) -> Tensor:
         return self.prior.clip.embed_text(self._tokens(list(texts), self.prior.clip))[0].float()
 
@@ -81,7 +89,8 @@ class ManipulationsMixin:
         steps = self._inversion_steps(steps)
         embed = self.embed_image(images)
         scale = self._decoder_settings()["cond_scale"][0]
-        return embed, core.invert(self.decoder, images, embed, steps=steps, cond_scale=scale)
+        return embed, core.invert(self.decoder, images, embed, steps=steps, cond_scale=scale,
+                                  **self._decoder_text(None, images.shape[0]))
 
     @torch.no_grad()
     def reconstruct(self, image_embed: Tensor, noise: Tensor, *, steps: Optional[int] = None,
@@ -90,7 +99,8 @@ class ManipulationsMixin:
         the upsamplers use the pipeline's defaults with noise from ``seed`` (the same for every row)."""
         settings = self._decoder_settings("ddim", self._inversion_steps(steps))
         return core.decode(self.decoder, image_embed.to(self.device), noise=noise.to(self.device), eta=0.0,
-                           generator=self._generator(seed, image_embed.shape[0]), callback=callback, **settings)
+                           generator=self._generator(seed, image_embed.shape[0]), callback=callback, **settings,
+                           **self._decoder_text(None, image_embed.shape[0]))
 
     # ------------------------------------------------------------------ variations, interpolation, text diffs
     @torch.no_grad()
@@ -108,10 +118,12 @@ class ManipulationsMixin:
         settings = self._decoder_settings("ddim", steps)
         noise = None
         if inverted:
-            noise = core.invert(self.decoder, images, embed, steps=steps, cond_scale=settings["cond_scale"][0])
+            noise = core.invert(self.decoder, images, embed, steps=steps, cond_scale=settings["cond_scale"][0],
+                                **self._decoder_text(None, images.shape[0]))
             noise = noise.repeat_interleave(num, dim=0)
         return core.decode(self.decoder, embed.repeat_interleave(num, dim=0), noise=noise, eta=float(eta),
-                           generator=self._generator(seed), callback=callback, **settings)
+                           generator=self._generator(seed), callback=callback, **settings,
+                           **self._decoder_text(None, embed.shape[0] * num))
 
     @torch.no_grad()
     def interpolate(self, image_a: Tensor, image_b: Tensor, num: int = 5, *, steps: Optional[int] = None,
@@ -156,7 +168,8 @@ class ManipulationsMixin:
         embed = self.embed_image(image) if text is None else self._prior_embeds(text, image.shape[0], generator)
         settings = self._decoder_settings(sampler=sampler, steps=steps, cond_scale=cond_scale)
         return core.decode(self.decoder, embed, inpaint=(image, mask), resample_times=resample_times,
-                           generator=generator, callback=callback, **settings)
+                           generator=generator, callback=callback, **settings,
+                           **self._decoder_text(text, image.shape[0]))
 
     @torch.no_grad()
     def outpaint(self, image: Tensor, pad: Optional[Sequence[int]] = None, scale: Optional[float] = None,
@@ -171,4 +184,5 @@ class ManipulationsMixin:
         embed = self.embed_image(image) if text is None else self._prior_embeds(text, image.shape[0], generator)
         settings = self._decoder_settings(sampler=sampler, steps=steps)
         return core.decode(self.decoder, embed, inpaint=(canvas, mask), canvas=tuple(canvas.shape[-2:]),
-                           generator=generator, callback=callback, **settings)
+                           generator=generator, callback=callback, **settings,
+                           **self._decoder_text(text, image.shape[0]))

@@ -117,3 +117,36 @@ def test_bad_inputs_have_one_clear_error_each(pipeline):
     for call, error, message in cases:
         with pytest.raises(error, match=message):
             call()
+
+
+def test_a_text_conditioned_decoder_gets_text_encodings(monkeypatch):
+    """Manipulations of a decoder whose unet 1 reads text: the text of inpaint/outpaint, else empty captions."""
+    from dalle2_pytorch import DALLE2, Decoder, Unet
+
+    tiny = tiny_dalle2()
+    clip = tiny.prior.clip
+    unets = [Unet(dim=8, image_embed_dim=16, text_embed_dim=16, cond_on_text_encodings=i == 0, cond_dim=8,
+                  dim_mults=(1, 2), num_resnet_blocks=1, attn_heads=1, attn_dim_head=8) for i in range(2)]
+    decoder = Decoder(unet=tuple(unets), clip=clip, image_sizes=(8, 16), timesteps=50, predict_v=True,
+                      condition_on_text_encodings=True)
+    with torch.no_grad():  # zero-initialised output layers would ignore every condition
+        for parameter in decoder.unets.parameters():
+            if not parameter.any():
+                parameter.normal_(0.0, 0.02)
+    pipeline = DALLE2(prior=tiny.prior, decoder=decoder, sampling=FAST_SAMPLING).eval()
+    seen = []
+    original = decoder.conditions.embed_text
+    monkeypatch.setattr(decoder.conditions, "embed_text", lambda tokens: seen.append(tokens) or original(tokens))
+    x = pictures(1)
+    embed, noise = pipeline.invert(x, steps=4)
+    assert pipeline.reconstruct(embed, noise, steps=4).shape == (1, 3, 16, 16)
+    assert pipeline.variations(x, num=2, steps=4, seed=0).shape == (2, 3, 16, 16)
+    mask = torch.ones(16, 16, dtype=torch.bool)
+    mask[4:12, 4:12] = False
+    red = pipeline.inpaint(x, mask, text="a red circle", steps=4, seed=0, sampler="ddim")
+    blue = pipeline.inpaint(x, mask, text="a blue square", steps=4, seed=0, sampler="ddim")
+    assert not torch.equal(red, blue)
+    empty = pipeline._tokens([""], clip)
+    assert [len(tokens) for tokens in seen] == [1, 1, 2, 1, 1]
+    assert all(torch.equal(row, empty[0]) for tokens in seen[:3] for row in tokens)  # invert, reconstruct and variations: no text
+    assert torch.equal(seen[-1], pipeline._tokens(["a blue square"], clip))
