@@ -10,6 +10,7 @@ Works unchanged under ``accelerate launch`` (each process reads its own share of
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -40,9 +41,48 @@ def build_trackers(config, directory: Path, is_main: bool) -> Tracker:
         from dalle2_pytorch.trackers import WandbTracker
 
         w = section.wandb
-        trackers.append(WandbTracker(project=w.project, run_name=w.run_name, entity=w.entity, mode=w.mode,
-                                     directory=directory))
+        trackers.append(WandbTracker(project=w.project, run_name=w.run_name, entity=w.entity,
+                                     mode=wandb_mode(w.mode), directory=directory))
     return TrackerGroup(trackers)
+
+
+def wandb_mode(configured: str) -> str:
+    """The W&B mode: the environment's ``WANDB_MODE`` when set (so a shipped ``online`` config can be run offline
+    without editing it), else the config's."""
+    value = os.environ.get("WANDB_MODE", "").strip().lower()
+    if not value:
+        return configured
+    value = {"dryrun": "offline", "run": "online"}.get(value, value)
+    if value not in ("online", "offline", "disabled"):
+        raise ValueError(f"WANDB_MODE={os.environ['WANDB_MODE']!r}: choose online, offline or disabled")
+    if value != configured:
+        print(f"tracker.wandb.mode={configured!r} overridden by WANDB_MODE={value!r}")
+    return value
+
+
+class MetricWindow:
+    """Training metrics since the last log line: each numeric key's mean over those steps and over every process
+    (one ``all_reduce``, so all processes must call :meth:`mean` at the same steps)."""
+
+    def __init__(self, accelerator) -> None:
+        self.accelerator = accelerator
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, Any]) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.sums[key] = self.sums.get(key, 0.0) + float(value)
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+    def mean(self) -> dict[str, float]:
+        keys = sorted(self.sums)
+        totals = torch.tensor([[self.sums[k] for k in keys], [float(self.counts[k]) for k in keys]],
+                              dtype=torch.float64, device=self.accelerator.device)
+        if self.accelerator.num_processes > 1 and keys:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        self.sums, self.counts = {}, {}
+        return {key: float(total / count) for key, total, count in zip(keys, totals[0].tolist(), totals[1].tolist())}
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -80,6 +120,8 @@ class TrainingRun:
             raise ValueError(f"{latest} already holds a checkpoint: pass --resume to continue it, or choose another "
                              "checkpointing.directory")
         self.tracker = build_trackers(config, self.directory, self.accelerator.is_main_process)
+        if resume:
+            self.tracker.resumed(self.counters["step"])
         self.savers = []
         if config.checkpointing.copy_to:
             self.savers.append(LocalSaver(config.checkpointing.copy_to))
@@ -147,6 +189,25 @@ class TrainingRun:
             for name, path in saved:
                 saver.save(path, name)
 
+    def _agreed(self, batches) -> Any:
+        """The batches of an epoch whose length is not known in advance (a stream of shards), for as long as every
+        process still has one: shards hold different numbers of samples (img2dataset's failed downloads), and a
+        process that ran out while another trained on would leave it waiting forever in the next gradient average.
+        One ``all_reduce`` per step; what the longer ranks had left of the epoch is not trained on."""
+        if self.accelerator.num_processes == 1 or self.source.num_batches() is not None:
+            yield from batches
+            return
+        import torch.distributed as dist
+
+        iterator = iter(batches)
+        while True:
+            batch = next(iterator, None)
+            available = torch.tensor([0 if batch is None else 1], device=self.accelerator.device)
+            dist.all_reduce(available, op=dist.ReduceOp.MIN)
+            if not int(available.item()):
+                return
+            yield batch
+
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
         config, counters = self.config, self.counters
@@ -156,6 +217,7 @@ class TrainingRun:
         bar = tqdm(total=total, initial=counters["step"], desc=f"train {config.kind}", unit="step",
                    disable=not self.show_progress, dynamic_ncols=True)
         last_metrics: dict[str, float] = {}
+        window = MetricWindow(self.accelerator)
         evaluated_at = sampled_at = -1
         started = time.perf_counter()
         self.model.train()
@@ -164,11 +226,12 @@ class TrainingRun:
         while not done and counters["epoch"] < config.trainer.epochs:
             epochs_started += 1
             epoch = counters["epoch"]
-            for batch in self.source.epoch_batches(counters["epoch"], skip=counters["batch_in_epoch"]):
+            for batch in self._agreed(self.source.epoch_batches(counters["epoch"], skip=counters["batch_in_epoch"])):
                 if self.on_batch is not None:
                     self.on_batch(counters["step"], batch)
                 batch = _to_device(batch, self.accelerator.device)
                 metrics = self.task.train_step(self.trainer, batch, counters["step"])
+                window.add(metrics)
                 counters["step"] += 1
                 counters["batch_in_epoch"] += 1
                 batch_size = len(next(v for v in batch.values() if isinstance(v, (torch.Tensor, list))))
@@ -180,7 +243,7 @@ class TrainingRun:
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", epoch=counters["epoch"])
                 if step % config.tracker.log_every == 0:
-                    self.tracker.log({**metrics, "epoch": counters["epoch"], "samples": counters["samples_seen"],
+                    self.tracker.log({**window.mean(), "epoch": counters["epoch"], "samples": counters["samples_seen"],
                                       "lr": next(iter(self.trainer.parts.values())).optimizer.param_groups[0]["lr"]}, step)
                 evaluated = None
                 if evaluation.validate_every and step % evaluation.validate_every == 0:

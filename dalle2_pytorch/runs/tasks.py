@@ -194,7 +194,7 @@ class DecoderTask(Task):
         number = self.unet_for_step(step)
         loss = trainer(batch["images"], unet_number=number, **self._conditions(trainer.model, batch))
         trainer.update(number)
-        return {"loss": loss, "unet": number}
+        return {"loss": loss, f"loss/unet{number}": loss}
 
     def _conditions(self, model, batch) -> dict[str, Any]:
         if model.unconditional:

@@ -35,6 +35,9 @@ class Tracker:
     def log_config(self, config: Mapping[str, Any]) -> None:
         pass
 
+    def resumed(self, step: int) -> None:
+        """The run continues from a checkpoint taken at ``step``: whatever was logged after it will be logged again."""
+
     def close(self) -> None:
         pass
 
@@ -62,10 +65,17 @@ class ConsoleTracker(Tracker):
     def log_images(self, name: str, images: torch.Tensor, captions: Sequence[str], step: int) -> None:
         self.write(f"step {step}: {name}: {len(images)} images")
 
+    def resumed(self, step: int) -> None:
+        self.write(f"resumed from the checkpoint of step {step}")
+
 
 class JsonlTracker(Tracker):
     """Appends one JSON object per ``log`` call to ``<directory>/metrics.jsonl``; image grids go to
-    ``<directory>/images/<name>_<step>.png`` and are listed in the log."""
+    ``<directory>/images/<name>_<step>.png`` and are listed in the log.
+
+    On a resume (:meth:`resumed`) the lines of steps after the checkpoint (logged by the interrupted run, about to be
+    run again) are dropped and a line ``{"event": "resume", "step": <checkpoint step>, ...}`` marks the resume, so
+    every step appears once."""
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
@@ -83,6 +93,25 @@ class JsonlTracker(Tracker):
     def log_images(self, name: str, images: torch.Tensor, captions: Sequence[str], step: int) -> None:
         path = save_captioned_grid(images, list(captions), self.directory / "images" / f"{name}_{step:08d}.png")
         self._write({"step": step, "time": round(time.time(), 3), "image": name, "path": str(path)})
+
+    def resumed(self, step: int) -> None:
+        from dalle2_pytorch.atomic import atomic_write_bytes
+
+        self._handle.close()
+        kept, dropped = [], 0
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by the kill
+                dropped += 1
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+                dropped += 1
+                continue
+            kept.append(line + "\n")
+        atomic_write_bytes(self.path, "".join(kept).encode("utf-8"))
+        self._handle = open(self.path, "a", encoding="utf-8")
+        self._write({"event": "resume", "step": step, "time": round(time.time(), 3), "dropped_lines": dropped})
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         (self.directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
@@ -109,6 +138,10 @@ class TrackerGroup(Tracker):
     def log_config(self, config):
         for tracker in self.trackers:
             tracker.log_config(config)
+
+    def resumed(self, step):
+        for tracker in self.trackers:
+            tracker.resumed(step)
 
     def close(self):
         for tracker in self.trackers:

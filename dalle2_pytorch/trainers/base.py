@@ -30,8 +30,9 @@ from torch import nn
 
 from dalle2_pytorch.serialization import _class_path, flatten_optimizer_state, unflatten_optimizer_state
 from dalle2_pytorch.trainers.accumulation import split_batch
-from dalle2_pytorch.trainers.checkpoint import (capture_rng_state, prefixed, read_training_checkpoint,
-                                                restore_rng_state, unprefixed, write_training_checkpoint)
+from dalle2_pytorch.trainers.checkpoint import (capture_rng_state, prefixed, rank_rng_states,
+                                                read_training_checkpoint, restore_rank_rng_state, unprefixed,
+                                                write_training_checkpoint)
 from dalle2_pytorch.trainers.optim import LRSchedule, apply_learning_rate, check_positive
 
 PRECISIONS = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -245,8 +246,18 @@ class TrainerBase:
         config = getattr(self.model, "config", None)
         return None if config is None else {"class": _class_path(type(self.model)), "config": config}
 
-    def training_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Every tensor and scalar of the training state (what :meth:`save` writes)."""
+    def _rng_states_of_every_rank(self) -> list[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+        """Every process's RNG states, in rank order (a collective: every process must call it)."""
+        local = capture_rng_state()
+        if self.accelerator.num_processes == 1:
+            return [local]
+        from accelerate.utils import gather_object
+
+        return gather_object([local])
+
+    def training_state(self, rng_states: list | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Every tensor and scalar of the training state (what :meth:`save` writes); ``rng_states``: those of every
+        rank (:meth:`_rng_states_of_every_rank`), by default this process's alone."""
         from dalle2_pytorch import __version__
 
         tensors = prefixed(self.model.state_dict(), "model")
@@ -258,18 +269,19 @@ class TrainerBase:
                 tensors.update(prefixed(part.ema.state_dict(), f"ema.{name}"))
             parts_meta[name] = {**part.counters(), "optimizer": opt_rest,
                                 "scaler": None if part.scaler is None else part.scaler.state_dict()}
-        rng_tensors, rng_meta = capture_rng_state()
+        rng_tensors, rng_meta = rank_rng_states(rng_states or [capture_rng_state()])
         tensors.update(rng_tensors)
         meta = {"kind": type(self).__name__, "library_version": __version__, "model": self._model_meta(),
-                "parts": parts_meta, "rng": rng_meta,
+                "parts": parts_meta, **rng_meta,
                 "ema_targets": {n: p.module_path for n, p in self.parts.items() if p.ema is not None}}
         return tensors, meta
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a training checkpoint (one safetensors file, atomically; only the main process writes)."""
         path = Path(path)
+        rng_states = self._rng_states_of_every_rank()  # every rank's own stream, so that each resumes exactly
         if self.is_main_process:
-            tensors, meta = self.training_state()
+            tensors, meta = self.training_state(rng_states)
             write_training_checkpoint(path, tensors, meta)
         self.accelerator.wait_for_everyone()
         return path
@@ -310,7 +322,7 @@ class TrainerBase:
             part.consecutive_bad_steps = int(saved["consecutive_bad_steps"])
             part.overflow_steps = int(saved["overflow_steps"])
             part.pending_backward = part.pending_nonfinite = False
-        restore_rng_state(tensors, meta["rng"])
+        restore_rank_rng_state(tensors, meta, self.accelerator.process_index, self.accelerator.num_processes)
 
     def _load_legacy(self, path: Path, strict: bool) -> None:
         from dalle2_pytorch.serialization import load_legacy_state_dict

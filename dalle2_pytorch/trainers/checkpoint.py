@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,12 @@ def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
 
 
 # ----------------------------------------------------------------------------- random number generators
-def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def capture_rng_state(prefix: str = "rng") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The states of torch (CPU and every CUDA device), ``random`` and ``numpy``'s global generators."""
-    tensors = {"rng.torch": torch.get_rng_state()}
+    tensors = {f"{prefix}.torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{index}"] = state
+            tensors[f"{prefix}.cuda.{index}"] = state
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     meta = {"python": [version, list(internal), gauss],
@@ -64,15 +65,55 @@ def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, meta
 
 
-def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["rng.torch"].cpu())
-    cuda_states = [tensors[f"rng.cuda.{i}"].cpu() for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors]
+def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str = "rng") -> None:
+    torch.set_rng_state(tensors[f"{prefix}.torch"].cpu())
+    cuda_states = [tensors[f"{prefix}.cuda.{i}"].cpu() for i in range(len(tensors))
+                   if f"{prefix}.cuda.{i}" in tensors]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
     version, internal, gauss = meta["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = meta["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def rank_rng_states(states: list[tuple[dict[str, torch.Tensor], dict[str, Any]]]
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One checkpoint's worth of the RNG states of every rank (``states[r]`` from :func:`capture_rng_state` on rank
+    r): rank 0's under ``rng.*`` and meta ``rng`` (what single-process checkpoints hold), rank r's under
+    ``rng.rank<r>.*`` and meta ``rng_ranks[str(r)]``; meta ``rng_world_size`` says how many ranks wrote."""
+    tensors, meta0 = states[0]
+    tensors = dict(tensors)
+    per_rank = {}
+    for rank, (rank_tensors, rank_meta) in enumerate(states[1:], start=1):
+        tensors.update({f"rng.rank{rank}.{key[len('rng.'):]}": value for key, value in rank_tensors.items()})
+        per_rank[str(rank)] = rank_meta
+    return tensors, {"rng": meta0, "rng_ranks": per_rank, "rng_world_size": len(states)}
+
+
+def restore_rank_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], rank: int,
+                           world_size: int) -> None:
+    """Restore this rank's RNG states from a checkpoint (see :func:`rank_rng_states`).
+
+    Every rank gets its own state back, so ranks keep drawing different noise and a resumed run continues each rank's
+    stream exactly.  When the checkpoint was written by a different number of processes (or by a library version that
+    saved rank 0's state only), a rank without a saved state continues from rank 0's state reseeded by its rank: the
+    ranks still differ, but that run is no longer bit-identical to an uninterrupted one (a warning says so)."""
+    saved = int(meta.get("rng_world_size", 1))
+    if saved != world_size:
+        warnings.warn(f"the checkpoint's RNG states were saved by {saved} process(es) and this run has {world_size}: "
+                      "the resumed run's random numbers will not continue those of the interrupted run exactly",
+                      RuntimeWarning, stacklevel=3)
+    if rank == 0:
+        restore_rng_state(tensors, meta["rng"])
+    elif str(rank) in meta.get("rng_ranks", {}):
+        restore_rng_state(tensors, meta["rng_ranks"][str(rank)], prefix=f"rng.rank{rank}")
+    else:
+        restore_rng_state(tensors, meta["rng"])
+        seed = int(torch.randint(0, 2 ** 62, ())) + rank
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2 ** 32)
 
 
 # ----------------------------------------------------------------------------- files

@@ -1,6 +1,8 @@
 """Run ``dalle2 train`` in this process (started by torchrun) and write which samples this rank trained on.
 
 Usage: python -m tests.runs.multiprocess_worker OUT_DIR dalle2-arguments...
+With ``KILL_AT_STEP=n`` in the environment every rank dies (``os._exit``, no clean-up, as under SIGKILL) just before
+training step n, once all ranks got there (so the checkpoint saved before it is complete on disk).
 """
 
 import json
@@ -15,11 +17,24 @@ from dalle2_pytorch.cli.main import main
 def run() -> int:
     out = Path(sys.argv[1])
     rank = int(os.environ.get("RANK", "0"))
+    kill_at = int(os.environ.get("KILL_AT_STEP", "-1"))
     seen: list[int] = []
     original = loop.TrainingRun.__init__
 
+    def on_batch(step, batch):
+        if step == kill_at:
+            import torch.distributed as dist
+
+            dist.barrier()
+            (out / f"rank{rank}.json").write_text(json.dumps(seen))
+            os._exit(9)
+        if "index" in batch:
+            seen.extend(batch["index"].tolist())
+        else:
+            seen.append(len(batch["images"]))
+
     def recording_init(self, config, **kwargs):
-        kwargs["on_batch"] = lambda step, batch: seen.extend(batch["index"].tolist())
+        kwargs["on_batch"] = on_batch
         original(self, config, **kwargs)
 
     loop.TrainingRun.__init__ = recording_init

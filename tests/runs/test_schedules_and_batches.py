@@ -59,7 +59,8 @@ def test_unets_train_one_after_another_each_with_its_own_schedule(tmp_path):
     summary = TrainingRun(config, show_progress=False).run()
     assert summary["step"] == 5
     logged = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
-    assert [entry["unet"] for entry in logged if "unet" in entry] == [1, 1, 1, 2, 2]
+    trained = [int(key[len("loss/unet"):]) for entry in logged for key in entry if key.startswith("loss/unet")]
+    assert trained == [1, 1, 1, 2, 2]  # each step's loss under its unet's key
     lrs = [entry["lr"] for entry in logged if "lr" in entry]  # unet 1's optimiser is the one logged
     assert lrs[0] < lrs[1] and lrs[2] < lrs[1]  # warming up over 2 steps, then decaying over unet 1's 3
 

@@ -69,3 +69,23 @@ def test_local_saver_replaces_previous_copy(tmp_path):
     target = saver.save(checkpoint, "latest")
     assert (target / "weights.bin").read_bytes() == b"two"
     assert sorted(p.name for p in (tmp_path / "copies").iterdir()) == ["latest"]
+
+
+def test_jsonl_resume_drops_the_steps_to_be_rerun_and_marks_the_resume(tmp_path):
+    """Killed at step 5 with a checkpoint of step 3: steps 4 and 5 (and a line cut short by the kill) go, a marker
+    line says where the run resumed, and the re-run steps are then logged once."""
+    tracker = JsonlTracker(tmp_path)
+    for step in range(1, 6):
+        tracker.log({"loss": float(step)}, step)
+    tracker.close()
+    with open(tmp_path / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 6, "lo')
+    group = TrackerGroup([JsonlTracker(tmp_path)])
+    group.resumed(3)
+    for step in (4, 5, 6):
+        group.log({"loss": -float(step)}, step)
+    group.close()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 3, 4, 5, 6]
+    assert lines[3]["event"] == "resume" and lines[3]["dropped_lines"] == 3
+    assert [line["loss"] for line in lines if "loss" in line] == [1.0, 2.0, 3.0, -4.0, -5.0, -6.0]

@@ -1,0 +1,40 @@
+"""Helpers for tests that start ``dalle2 train`` under torchrun with two CPU processes (gloo)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def torchrun_command() -> list[str]:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not installed beside this Python")
+    return ["nice", "-n", "10", str(torchrun if torchrun.exists() else "torchrun")]
+
+
+def train_two_processes(out: Path, kind: str, config: dict, *, resume: bool = False, kill_at: int | None = None,
+                        timeout: int = 600) -> subprocess.CompletedProcess:
+    """``dalle2 train KIND --config <config>`` under ``torchrun --nproc_per_node 2`` (each rank writes the samples it
+    trained on to ``out/rank<r>.json``); with ``kill_at`` every rank dies just before that step."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{kind}.json"
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("KILL_AT_STEP", None)
+    if kill_at is not None:
+        env["KILL_AT_STEP"] = str(kill_at)
+    command = torchrun_command() + ["--standalone", "--nproc_per_node", "2", "-m",
+                                    "tests.runs.multiprocess_worker", str(out), "train", kind, "--config", str(path)]
+    return subprocess.run(command + (["--resume"] if resume else []), env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def logged(directory: Path) -> list[dict]:
+    return [json.loads(line) for line in (directory / "logs" / "metrics.jsonl").read_text().splitlines()]
