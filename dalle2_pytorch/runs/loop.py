@@ -18,10 +18,12 @@ from typing import Any, Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
+from dalle2_pytorch.atomic import recover_interrupted_swap
 from dalle2_pytorch.trackers import ConsoleTracker, JsonlTracker, LocalSaver, Tracker, TrackerGroup
 from dalle2_pytorch.runs.data_sources import build_source
+from dalle2_pytorch.runs.resume_check import report_config_changes
 from dalle2_pytorch.runs.tasks import build_task
-from dalle2_pytorch.trainers.checkpoint import load_checkpoint, read_counters, save_checkpoint
+from dalle2_pytorch.trainers.checkpoint import load_checkpoint, read_counters, read_run_config, save_checkpoint
 
 
 def build_trackers(config, directory: Path, is_main: bool) -> Tracker:
@@ -111,17 +113,23 @@ class TrainingRun:
         self.model = self.trainer.model
 
         self.counters = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "samples_seen": 0, "best": None}
+        self.config_record = config.model_dump(mode="json")
         latest = self.directory / "latest"
+        # a save killed between its two renames left `.<name>.old`: put every checkpoint folder back first
+        for folder in [self.directory / "best"] + [Path(config.checkpointing.copy_to) / name
+                                                   for name in ("latest", "best") if config.checkpointing.copy_to]:
+            recover_interrupted_swap(folder)
         if resume:
             if read_counters(latest) is None:
                 raise ValueError(f"--resume: no checkpoint to resume from at {latest}")
+            changes = report_config_changes(read_run_config(latest), self.config_record, latest)
             self.counters = load_checkpoint(latest, self.trainer)
         elif read_counters(latest) is not None:
             raise ValueError(f"{latest} already holds a checkpoint: pass --resume to continue it, or choose another "
                              "checkpointing.directory")
         self.tracker = build_trackers(config, self.directory, self.accelerator.is_main_process)
         if resume:
-            self.tracker.resumed(self.counters["step"])
+            self.tracker.resumed(self.counters["step"], changes)
         self.savers = []
         if config.checkpointing.copy_to:
             self.savers.append(LocalSaver(config.checkpointing.copy_to))
@@ -182,9 +190,12 @@ class TrainingRun:
                                            else value > counters["best"]))
         if improved:
             counters["best"] = value
-        saved = [("latest", save_checkpoint(self.directory / "latest", self.trainer, dict(counters)))]
-        if improved:
-            saved.append(("best", save_checkpoint(self.directory / "best", self.trainer, dict(counters), False)))
+        saved = []
+        if improved:  # best first: killed before latest follows, the resumed run redoes this step and saves it again
+            saved.append(("best", save_checkpoint(self.directory / "best", self.trainer, dict(counters), False,
+                                                  run_config=self.config_record)))
+        saved.insert(0, ("latest", save_checkpoint(self.directory / "latest", self.trainer, dict(counters),
+                                                   run_config=self.config_record)))
         for saver in self.savers if self.accelerator.is_main_process else []:
             for name, path in saved:
                 saver.save(path, name)

@@ -35,8 +35,9 @@ class Tracker:
     def log_config(self, config: Mapping[str, Any]) -> None:
         pass
 
-    def resumed(self, step: int) -> None:
-        """The run continues from a checkpoint taken at ``step``: whatever was logged after it will be logged again."""
+    def resumed(self, step: int, changes: Sequence[str] = ()) -> None:
+        """The run continues from a checkpoint taken at ``step`` (whatever was logged after it will be logged again),
+        with the config ``changes`` (``path: old -> new``) allowed on a resume."""
 
     def close(self) -> None:
         pass
@@ -65,8 +66,9 @@ class ConsoleTracker(Tracker):
     def log_images(self, name: str, images: torch.Tensor, captions: Sequence[str], step: int) -> None:
         self.write(f"step {step}: {name}: {len(images)} images")
 
-    def resumed(self, step: int) -> None:
-        self.write(f"resumed from the checkpoint of step {step}")
+    def resumed(self, step: int, changes: Sequence[str] = ()) -> None:
+        self.write(f"resumed from the checkpoint of step {step}" + (f"; changed: {'; '.join(changes)}" if changes
+                                                                    else ""))
 
 
 class JsonlTracker(Tracker):
@@ -94,7 +96,7 @@ class JsonlTracker(Tracker):
         path = save_captioned_grid(images, list(captions), self.directory / "images" / f"{name}_{step:08d}.png")
         self._write({"step": step, "time": round(time.time(), 3), "image": name, "path": str(path)})
 
-    def resumed(self, step: int) -> None:
+    def resumed(self, step: int, changes: Sequence[str] = ()) -> None:
         from dalle2_pytorch.atomic import atomic_write_bytes
 
         self._handle.close()
@@ -111,7 +113,8 @@ class JsonlTracker(Tracker):
             kept.append(line + "\n")
         atomic_write_bytes(self.path, "".join(kept).encode("utf-8"))
         self._handle = open(self.path, "a", encoding="utf-8")
-        self._write({"event": "resume", "step": step, "time": round(time.time(), 3), "dropped_lines": dropped})
+        self._write({"event": "resume", "step": step, "time": round(time.time(), 3), "dropped_lines": dropped,
+                     "config_changes": list(changes)})
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         (self.directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
@@ -139,9 +142,9 @@ class TrackerGroup(Tracker):
         for tracker in self.trackers:
             tracker.log_config(config)
 
-    def resumed(self, step):
+    def resumed(self, step, changes=()):
         for tracker in self.trackers:
-            tracker.resumed(step)
+            tracker.resumed(step, changes)
 
     def close(self):
         for tracker in self.trackers:

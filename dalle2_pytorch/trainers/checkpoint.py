@@ -186,11 +186,12 @@ def rebuild_model(path: str | os.PathLike, use_ema: bool = False):
 
 # ----------------------------------------------------------------------------- checkpoint folders
 def save_checkpoint(directory: str | os.PathLike, trainer, counters: dict[str, Any],
-                    with_training_state: bool = True) -> Path:
+                    with_training_state: bool = True, *, run_config: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint folder at ``directory`` (replacing any previous one atomically); returns its path.
 
     ``trainer`` is a :class:`~dalle2_pytorch.trainers.base.TrainerBase` whose model has ``save_pretrained``.  Every
-    process of a distributed run calls it (the trainer's save waits for all); only the main process writes."""
+    process of a distributed run calls it (the trainer's save waits for all); only the main process writes.
+    ``run_config`` (the training config as JSON data) is kept beside the counters, so a resume can tell what changed."""
     directory = Path(directory)
     main = trainer.is_main_process
     staging = begin_folder(directory) if main else directory.parent / f".{directory.name}.partial"
@@ -199,7 +200,8 @@ def save_checkpoint(directory: str | os.PathLike, trainer, counters: dict[str, A
         if trainer.has_ema:
             with trainer.ema_weights():
                 trainer.model.save_pretrained(staging / "ema_model")
-        save_json({"counters": counters}, staging / STATE_JSON)
+        save_json({"counters": counters, **({} if run_config is None else {"config": run_config})},
+                  staging / STATE_JSON)
     if with_training_state:
         trainer.save(staging / TRAINER_FILE)
     if main:
@@ -212,6 +214,13 @@ def read_counters(directory: str | os.PathLike) -> dict[str, Any] | None:
     recover_interrupted_swap(directory)
     path = Path(directory) / STATE_JSON
     return load_json(path)["counters"] if path.is_file() else None
+
+
+def read_run_config(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The training config saved with the checkpoint folder at ``directory`` (None when it has none)."""
+    recover_interrupted_swap(directory)
+    path = Path(directory) / STATE_JSON
+    return load_json(path).get("config") if path.is_file() else None
 
 
 def load_checkpoint(directory: str | os.PathLike, trainer) -> dict[str, Any]:
