@@ -81,7 +81,12 @@ class TrainerSection(StrictModel):
                                                  "(decoder with unet_steps: over each unet's steps)")
     max_grad_norm: Optional[float] = Field(1.0, gt=0)
     ema_beta: Optional[float] = Field(None, gt=0, lt=1, description="keep an EMA copy (used for samples/eval)")
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Optional[Literal["no", "fp16", "bf16"]] = Field(
+        None, description="None: accelerate's setting (accelerate config / launch --mixed_precision); a value here "
+                          "wins over it, with a warning when the two differ")
+    gradient_accumulation: int = Field(1, gt=0, description="split each batch into this many micro-batches whose "
+                                                           "gradients add up: the update of the whole batch with the "
+                                                           "memory of one micro-batch")
     seed: int = 0
     unet_numbers: Optional[list[int]] = Field(None, description="decoder only: unets to train (default all)")
     unet_steps: Optional[list[int]] = Field(

@@ -17,6 +17,10 @@ def _tokens(captions: list[str], length: int, device: torch.device) -> torch.Ten
     return tokenize(captions, context_length=length, truncate=True).to(device)
 
 
+def _rows(batch: dict[str, Any]) -> int:
+    return len(next(v for v in batch.values() if isinstance(v, (torch.Tensor, list))))
+
+
 def _text_len(model) -> int:
     clip = getattr(model, "clip", None)
     if clip is not None and hasattr(clip, "max_text_len"):
@@ -58,9 +62,27 @@ class Task:
         return self.trainer_class(model, use_ema=t.ema_beta is not None, ema_beta=t.ema_beta or 0.9999, eps=1e-8,
                                   betas=(0.9, 0.999), ema_update_after_step=0, ema_update_every=1, **settings)
 
+    def micro_batch_size(self, batch: dict[str, Any]) -> int | None:
+        """Rows per micro-batch under ``trainer.gradient_accumulation`` (None: the whole batch at once)."""
+        parts = self.config.trainer.gradient_accumulation
+        if parts == 1:
+            return None
+        return -(-_rows(batch) // parts)
+
     def train_step(self, trainer, batch: dict[str, Any], step: int) -> dict[str, float]:
-        """Forward, backward and optimiser step through ``trainer``; returns the metrics to log."""
-        loss = trainer(lambda: self.loss(trainer.model, batch, step))
+        """Forward, backward and optimiser step through ``trainer``; returns the metrics to log.  Under gradient
+        accumulation each micro-batch's loss is weighted by its share of the rows, so the gradients add up to the
+        whole batch's."""
+        size = self.micro_batch_size(batch)
+        if size is None:
+            loss = trainer(lambda: self.loss(trainer.model, batch, step))
+        else:
+            rows, loss = _rows(batch), 0.0
+            for start in range(0, rows, size):
+                micro = {k: v[start:start + size] if isinstance(v, (torch.Tensor, list)) else v
+                         for k, v in batch.items()}
+                share = min(size, rows - start) / rows
+                loss += trainer(lambda: self.loss(trainer.model, micro, step) * share)
         trainer.update()
         return {"loss": loss}
 
@@ -79,6 +101,10 @@ class ClipTask(Task):
     kind = "clip"
 
     def make_trainer(self, model, accelerator, total_steps: int | None = None, **extra):
+        if self.config.trainer.gradient_accumulation > 1:
+            raise ValueError(f"trainer.gradient_accumulation={self.config.trainer.gradient_accumulation}: a CLIP's "
+                             "contrastive loss compares every pair of the batch, so micro-batches would change what "
+                             "it learns; set it to 1 (and lower data.batch_size if memory is short)")
         if model.num_text_tokens < VOCAB_SIZE:
             raise ValueError(f"model.num_text_tokens={model.num_text_tokens}: captions are tokenized with the bundled "
                              f"CLIP tokenizer, whose ids go up to {VOCAB_SIZE - 1}; set model.num_text_tokens to "
@@ -114,7 +140,7 @@ class PriorTask(Task):
         return {"text": _tokens(batch["captions"], _text_len(model), batch["images"].device), "image": batch["images"]}
 
     def train_step(self, trainer, batch, step):
-        loss = trainer(**self._inputs(trainer.model, batch))
+        loss = trainer(**self._inputs(trainer.model, batch), max_batch_size=self.micro_batch_size(batch))
         trainer.update()
         return {"loss": loss}
 
@@ -192,7 +218,8 @@ class DecoderTask(Task):
 
     def train_step(self, trainer, batch, step):
         number = self.unet_for_step(step)
-        loss = trainer(batch["images"], unet_number=number, **self._conditions(trainer.model, batch))
+        loss = trainer(batch["images"], unet_number=number, max_batch_size=self.micro_batch_size(batch),
+                       **self._conditions(trainer.model, batch))
         trainer.update(number)
         return {"loss": loss, f"loss/unet{number}": loss}
 

@@ -75,9 +75,16 @@ def copy_non_float_buffers(source: nn.Module, target: nn.Module) -> None:
 
 
 def resolve_precision(mixed_precision: str | None, accelerator: Accelerator) -> str:
+    """The precision a trainer uses: ``mixed_precision`` when given, else the accelerator's (``accelerate config``,
+    ``accelerate launch --mixed_precision``).  Given and different from a non-default accelerator setting, it wins
+    with a warning, never silently."""
     value = accelerator.mixed_precision if mixed_precision is None else mixed_precision
     if value not in PRECISIONS:
         raise ValueError(f"mixed_precision={value!r}: expected one of {sorted(PRECISIONS)}")
+    if mixed_precision is not None and accelerator.mixed_precision not in ("no", mixed_precision):
+        warnings.warn(f"mixed_precision={mixed_precision!r} (the trainer's / run config's setting) overrides "
+                      f"accelerate's {accelerator.mixed_precision!r}; leave it unset to use accelerate's",
+                      UserWarning, stacklevel=3)
     return value
 
 
