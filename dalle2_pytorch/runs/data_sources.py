@@ -120,7 +120,8 @@ class PerCaptionSource(MapStyleSource):
 class WebdatasetSource:
     """img2dataset shards with CLIP image embeddings; resumes through the data set's ``set_position``."""
 
-    def __init__(self, config: WebdatasetData, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, config: WebdatasetData, rank: int = 0, world_size: int = 1,
+                 embed_dim: Optional[int] = None) -> None:
         from dalle2_pytorch.data import ImageEmbeddingDataset
 
         self.config = config
@@ -130,7 +131,7 @@ class WebdatasetSource:
                                          text_embedding_folder_url=config.text_embeddings_url,
                                          shard_width=config.shard_width, image_size=config.image_size,
                                          shuffle_buffer=config.shuffle_num, extra_keys=("txt",), seed=config.seed,
-                                         rank=rank, world_size=world_size)
+                                         rank=rank, world_size=world_size, embed_dim=embed_dim)
 
         self.train = make(config.urls)
         self.val = make(config.val_urls) if config.val_urls else None
@@ -164,10 +165,11 @@ class WebdatasetSource:
 class ClipRetrievalSource:
     """clip-retrieval embedding folders for the prior, split by fraction; resumes through ``load_state_dict``."""
 
-    def __init__(self, config: ClipRetrievalData, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, config: ClipRetrievalData, rank: int = 0, world_size: int = 1,
+                 embed_dim: Optional[int] = None) -> None:
         from dalle2_pytorch.data import ClipRetrievalEmbeddings, PriorEmbeddingLoader, make_splits
 
-        embeddings = ClipRetrievalEmbeddings.from_folder(config.path, captions=False)
+        embeddings = ClipRetrievalEmbeddings.from_folder(config.path, captions=False, embed_dim=embed_dim)
         splits = make_splits(len(embeddings), config.splits)
         if "train" not in splits:
             raise ValueError(f"data.splits must have a 'train' entry, got {sorted(splits)}")
@@ -198,7 +200,9 @@ class ClipRetrievalSource:
                 for _, b in zip(range(limit), self.val))
 
 
-def build_source(config, rank: int = 0, world_size: int = 1):
+def build_source(config, rank: int = 0, world_size: int = 1, embed_dim: Optional[int] = None):
+    """This rank's source for a data section; ``embed_dim`` (the model's CLIP embedding width) is checked against
+    embedding files at once, naming the file whose rows are wider or narrower."""
     if isinstance(config, ToyData):
         dataset = RenderedToy(config)
         settings = dict(batch_size=config.batch_size, val_fraction=config.val_fraction, seed=config.seed,
@@ -214,9 +218,9 @@ def build_source(config, rank: int = 0, world_size: int = 1):
         return MapStyleSource(dataset, batch_size=config.batch_size, val_fraction=config.val_fraction,
                               seed=config.seed, num_workers=config.num_workers, rank=rank, world_size=world_size)
     if isinstance(config, WebdatasetData):
-        return WebdatasetSource(config, rank, world_size)
+        return WebdatasetSource(config, rank, world_size, embed_dim)
     if isinstance(config, ClipRetrievalData):
-        return ClipRetrievalSource(config, rank, world_size)
+        return ClipRetrievalSource(config, rank, world_size, embed_dim)
     raise TypeError(f"unknown data config {type(config).__name__}")
 
 

@@ -107,7 +107,8 @@ class TrainingRun:
         model = config.model.create()
         self.task = build_task(config, model)
         torch.manual_seed(config.trainer.seed + self.accelerator.process_index)
-        self.source = build_source(config.data, self.accelerator.process_index, self.accelerator.num_processes)
+        self.source = build_source(config.data, self.accelerator.process_index, self.accelerator.num_processes,
+                                   embed_dim=self.task.embed_dim(model))
         # the library's trainers (CLIP and VAE: their shared core) own the optimisers, EMA, stepping and precision
         self.trainer = self.task.make_trainer(model, self.accelerator, self._total_steps())
         self.model = self.trainer.model

@@ -41,6 +41,10 @@ class Task:
         """A run length this kind sets itself (None: the loop's epochs and max_steps decide)."""
         return None
 
+    def embed_dim(self, model) -> int | None:
+        """The width of the CLIP embeddings this kind's model reads from the data (None: it reads none)."""
+        return None
+
     def schedule(self, total_steps: int | None) -> dict[str, Any]:
         """The trainer's lr schedule keywords: warm-up, and cosine decay over the run when the config asks."""
         t = self.config.trainer
@@ -131,6 +135,9 @@ class PriorTask(Task):
     kind = "prior"
     trainer_class = DiffusionPriorTrainer
 
+    def embed_dim(self, model) -> int | None:
+        return int(model.image_embed_dim)
+
     def _inputs(self, model, batch):
         if "text_embed" in batch and "image_embed" in batch:
             return {"text_embed": batch["text_embed"], "image_embed": batch["image_embed"]}
@@ -182,6 +189,11 @@ class DecoderTask(Task):
     def total_steps(self) -> int | None:
         """With ``unet_steps`` the run is their sum; otherwise the loop decides."""
         return sum(self.unet_steps) if self.unet_steps is not None else None
+
+    def embed_dim(self, model) -> int | None:
+        if model.unconditional:
+            return None
+        return next((unet.image_embed_dim for unet in model.unets if unet.cond_on_image_embeds), None)
 
     def unet_for_step(self, step: int) -> int:
         if self.unet_steps is None:

@@ -54,3 +54,10 @@ def test_decoder_run_on_data_that_yields_nothing_is_an_error(tmp_path):
     run = TrainingRun(_config(tmp_path / "", str(tmp_path / "emb")), show_progress=False)
     with pytest.warns(RuntimeWarning), pytest.raises(NoDataError, match=r"missing_embeddings.*shard_width=5"):
         run.run()
+
+
+def test_embeddings_narrower_than_the_model_are_an_error_at_start_naming_the_file(tmp_path):
+    keys = _laion(tmp_path)
+    write_clip_retrieval_output(tmp_path / "laion_embeddings", keys, partitions=1, dim=4)  # the unet reads 8
+    with pytest.raises(ValueError, match=r"img_emb_0\.npy.* width 4 .*the model expects 8"):
+        TrainingRun(_config(tmp_path, f"{tmp_path}/laion_embeddings/img_emb"), show_progress=False)

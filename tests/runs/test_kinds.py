@@ -136,3 +136,19 @@ def test_decoder_trains_on_webdataset_shards_with_external_embeddings(tmp_path):
     assert summary["step"] == 8 and summary["epoch"] == 2 and np.isfinite(summary["val_loss"])
     assert sorted(c for batch in seen[:4] for c in batch) == sorted(f"{s:04d}{r:04d}" for s in (0, 1)
                                                                    for r in range(8))
+
+
+def test_prior_on_embeddings_of_another_width_fails_at_start_naming_the_file(tmp_path):
+    for name in ("img_emb", "text_emb"):
+        (tmp_path / "emb" / name).mkdir(parents=True)
+        np.save(tmp_path / "emb" / name / f"{name}_0.npy", np.ones((64, 16), np.float32))
+    config = config_from_dict({
+        "kind": "prior",
+        "model": {"net": {"dim": 8, "depth": 1, "dim_head": 8, "heads": 2, "max_text_len": 4},
+                  "image_embed_dim": 8, "timesteps": 50, "condition_on_text_encodings": False},
+        "data": {"source": "clip_retrieval", "path": str(tmp_path / "emb"), "batch_size": 8},
+        "tracker": QUIET,
+        "checkpointing": {"directory": str(tmp_path / "run")},
+    })
+    with pytest.raises(ValueError, match=r"img_emb_0\.npy has rows of width 16 .*the model's embed_dim"):
+        TrainingRun(config, show_progress=False)
