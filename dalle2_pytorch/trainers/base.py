@@ -88,6 +88,23 @@ def resolve_precision(mixed_precision: str | None, accelerator: Accelerator) -> 
     return value
 
 
+def check_distributed_type(accelerator: Accelerator) -> None:
+    """Refuse the accelerate set-ups this trainer would silently get wrong.
+
+    The trainers average each stepped part's gradients themselves (see the module docstring), which is right for one
+    process and for plain multi-process (DDP-style) runs.  FSDP, DeepSpeed and Megatron shard parameters, gradients or
+    optimiser states and must own the model's wrapping and optimiser steps; they are not wired in, so an accelerate
+    config asking for them is an error here instead of a run that quietly trains unsharded."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
+        raise NotImplementedError(
+            f"the accelerate config asks for {kind.value}, which dalle2_pytorch's trainers do not support (they average "
+            "the stepped part's gradients across processes themselves); run `accelerate config` again and choose "
+            "multi-GPU without FSDP/DeepSpeed, or launch with torchrun (see docs/distributed.md)")
+
+
 class TrainerBase:
     """Shared core of every trainer: :class:`DiffusionPriorTrainer`, :class:`DecoderTrainer` and :class:`ModelTrainer`
     (CLIP, and the VAE under :class:`VQGanVAETrainer`); not used directly."""
@@ -100,6 +117,7 @@ class TrainerBase:
         # The trainer applies precision itself, so an Accelerator made here never fixes the process-wide
         # precision (accelerate keeps one per process): two trainers may use different ones.
         self.accelerator = accelerator if accelerator is not None else Accelerator()
+        check_distributed_type(self.accelerator)
         # ``device`` overrides the accelerator's (e.g. a VAE kept on the CPU of a GPU machine); single process only,
         # since the gradients of several processes are averaged on the accelerator's device.
         if device is not None and self.accelerator.num_processes > 1:
