@@ -2,13 +2,11 @@
 of every epoch, and the run counts both."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from .distributed import train_two_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,9 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_two_cpu_processes_share_the_data(tmp_path):
     """``dalle2 train`` under torchrun: the two ranks train on disjoint halves of the epoch that together cover every
     training sample, and the main process alone reports the samples both read."""
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists() and shutil.which("torchrun") is None:
-        pytest.skip("torchrun is not installed beside this Python")
     config = json.loads((ROOT / "configs" / "toy_clip.json").read_text())
     config["model"].update(dim_text=16, dim_image=16, dim_latent=8, text_enc_depth=1, visual_enc_depth=1,
                            text_dim_head=8, visual_dim_head=8, visual_image_size=16, visual_patch_size=8)
@@ -29,13 +24,7 @@ def test_two_cpu_processes_share_the_data(tmp_path):
     config["evaluation"].update(validate_every=0, validation_batches=1)
     config["tracker"] = {"console": False}
     config["checkpointing"].update(directory=str(tmp_path / "run"), save_every=4)
-    path = tmp_path / "clip.json"
-    path.write_text(json.dumps(config))
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([str(torchrun if torchrun.exists() else "torchrun"), "--nproc_per_node", "2",
-                             "-m", "tests.runs.multiprocess_worker", str(tmp_path), "train", "clip",
-                             "--config", str(path)],
-                            env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = train_two_processes(tmp_path, "clip", config)
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1  # only the main process reports
