@@ -323,7 +323,12 @@ class TrainerBase:
             self._load_legacy(path, strict)
             return
         tensors, meta = read_training_checkpoint(path, type(self).__name__)
-        self.model.load_state_dict(unprefixed(tensors, "model"), strict=strict)
+        try:
+            self.model.load_state_dict(unprefixed(tensors, "model"), strict=strict)
+        except RuntimeError as error:  # torch lists every mismatched tensor; the first few say enough
+            details = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
+            raise ValueError(f"{path} holds the weights of a model of another shape than this trainer's ({details} "
+                             "...); build the model with the configuration it was trained with") from error
         if only_model:
             return
         if set(meta["parts"]) != set(self.parts):

@@ -87,3 +87,14 @@ def test_resume_allows_and_logs_changes_to_how_the_run_goes_on(tmp_path):
     marker = next(entry for entry in logged if entry.get("event") == "resume")
     assert marker["config_changes"] == ["tracker.log_every: 10 -> 2", "trainer.lr: 0.001 -> 0.0005",
                                         "trainer.max_steps: None -> 10"]
+
+
+def test_a_checkpoint_without_its_config_and_a_model_of_another_shape_is_a_clear_error(tmp_path):
+    config = tiny_clip_config(tmp_path / "run")
+    run(config, kill_at=4)
+    state = tmp_path / "run" / "latest" / "training_state.json"
+    state.write_text(json.dumps({"counters": json.loads(state.read_text())["counters"]}))  # as older versions wrote
+    data = config.model_dump(mode="json")
+    data["model"]["dim_latent"] = 16
+    with pytest.raises(ValueError, match=r"weights of a model of another shape .*size mismatch"):
+        TrainingRun(config_from_dict(data), resume=True, show_progress=False)
