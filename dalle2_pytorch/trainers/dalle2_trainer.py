@@ -197,8 +197,8 @@ class DALLE2Trainer(TrainerBase):
         with self.ema_weights():
             return self.model(text, **options)
 
-    def training_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors, meta = super().training_state()
+    def training_state(self, rng_states: list | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, meta = super().training_state(rng_states)
         meta["dalle2_step"] = self.step
         return tensors, meta
 
