@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dalle2_pytorch.atomic import atomic_write_bytes, atomic_write_with
+from dalle2_pytorch.errors import BadFileError, loading_state_dict, reading
 from dalle2_pytorch.init_config import override_config, register_to_config
 
 FORMAT_VERSION = 1
@@ -38,8 +39,14 @@ def save_json(obj: Any, path: str | os.PathLike) -> None:
 
 
 def load_json(path: str | os.PathLike) -> Any:
-    with open(path, "r", encoding="utf-8") as handle:
-        return json.load(handle)
+    """The JSON in ``path``; a truncated or corrupt file is a :class:`~dalle2_pytorch.errors.BadFileError` naming it."""
+    with reading(path, "JSON file"):
+        try:
+            with open(path, "r", encoding="utf-8") as handle:
+                return json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise BadFileError(f"{path}: not valid JSON ({error}); re-create the file (it may be truncated)") \
+                from error
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
@@ -59,12 +66,15 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    return load_file(str(path), device=str(device))
+    """Every tensor of a safetensors file; a truncated or corrupt file is a ``BadFileError`` naming it."""
+    with reading(path, "safetensors file"):
+        return load_file(str(path), device=str(device))
 
 
 def load_legacy_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a ``.pt``/``.pth`` file without running pickle code (``weights_only=True``)."""
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    with reading(path, "checkpoint"):
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict):
@@ -208,5 +218,6 @@ class PretrainedMixin:
             raise TypeError(f"{directory} holds a {saved_cls.__name__}, not a {cls.__name__}")
         model = saved_cls.from_config(meta["config"])
         state = load_tensors(directory / WEIGHTS_NAME, device=map_location)
-        model.load_state_dict(state, strict=strict)  # type: ignore[attr-defined]
+        with loading_state_dict(directory / WEIGHTS_NAME, saved_cls.__name__):
+            model.load_state_dict(state, strict=strict)  # type: ignore[attr-defined]
         return model.to(map_location)  # type: ignore[attr-defined]

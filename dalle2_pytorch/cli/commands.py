@@ -29,6 +29,10 @@ def train(args: argparse.Namespace) -> int:
                          + (" (or --images DIR)" if args.kind == "decoder" else ""))
     else:
         config = load_train_config(args.config, kind=args.kind)
+    from dalle2_pytorch.runs.preflight import preflight
+
+    # every check `dalle2 config validate` makes, before anything is allocated or trained
+    preflight(config).raise_if_any(args.config or args.images, pending_are_errors=True)
     training = TrainingRun(config, resume=args.resume)
     summary = training.run()
     if training.accelerator.is_main_process:
@@ -121,8 +125,15 @@ def config_validate(args: argparse.Namespace) -> int:
         load_demo(args.file)
         print(f"{args.file}: valid demo config (and its stage configs)")
         return 0
+    from dalle2_pytorch.runs.preflight import preflight
+
     config = load_train_config(args.file)
-    print(f"{args.file}: valid {config.kind} config")
+    findings = preflight(config)
+    findings.raise_if_any(args.file, pending_are_errors=False)
+    print(f"{args.file}: valid {config.kind} config (models built empty, sizes, steps, sampler, metric and data "
+          "paths checked)")
+    for note in findings.pending:
+        print(f"  note: {note}")
     return 0
 
 

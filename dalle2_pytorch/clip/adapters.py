@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dalle2_pytorch.errors import MissingExtraError, install_hint
 from dalle2_pytorch.clip.model import CLIP
 from dalle2_pytorch.clip.outputs import EmbeddedImage, EmbeddedText
 from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE
@@ -38,8 +39,8 @@ def import_optional(module: str, adapter: str, extra: str, pip_name: str) -> Any
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(f"{adapter} needs the `{module}` package: pip install 'dalle2-pytorch[{extra}]' "
-                          f"(or pip install {pip_name}), or pass an already-built model as model=...") from error
+        raise MissingExtraError(f"{adapter} needs the `{module}` package: {install_hint(extra)} (or pip install "
+                                f"{pip_name}), or pass an already-built model as model=...") from error
 
 
 def resize_to_square(images: torch.Tensor, size: int) -> torch.Tensor:

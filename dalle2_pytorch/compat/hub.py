@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from dalle2_pytorch.errors import MissingExtraError, install_hint
+
 HUB_PREFIX = "hub:"
 _HUB_NAME = re.compile(r"hub:(?P<org>[\w.-]+)/(?P<repo>[\w.-]+)(?:@(?P<revision>[^/]+))?/(?P<file>.+)")
 
@@ -31,7 +33,7 @@ def resolve_reference_path(path: str | Path, *, cache_dir: Optional[str | Path] 
     try:
         import huggingface_hub
     except ImportError as error:
-        raise ImportError(f"loading {path} needs huggingface_hub: pip install 'dalle2-pytorch[hub]'") from error
+        raise MissingExtraError(f"loading {path} needs huggingface_hub: {install_hint('hub')}") from error
     try:
         local = huggingface_hub.hf_hub_download(
             repo_id=f"{match['org']}/{match['repo']}", filename=match["file"], revision=match["revision"],

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 DEFAULT_CHECKPOINT = "outputs/checkpoints"  # where `dalle2 demo` saves its pipeline
-INSTALL_HINT = "the web app needs the 'serve' extra: pip install 'dalle2-pytorch[serve]' (fastapi and uvicorn)"
+from dalle2_pytorch.errors import MissingExtraError, install_hint
+
+INSTALL_HINT = f"the web app needs the 'serve' extra: {install_hint('serve')} (fastapi and uvicorn)"
 
 
 def require_serve_dependencies() -> None:
@@ -15,7 +17,7 @@ def require_serve_dependencies() -> None:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as missing:
-        raise ImportError(f"{INSTALL_HINT} ({missing})") from missing
+        raise MissingExtraError(f"{INSTALL_HINT} ({missing})") from missing
 
 
 def serve_main(checkpoint: str | Path = DEFAULT_CHECKPOINT, host: str = "127.0.0.1", port: int = 7860, *,

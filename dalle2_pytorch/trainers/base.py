@@ -28,6 +28,7 @@ from accelerate import Accelerator
 from ema_pytorch import EMA
 from torch import nn
 
+from dalle2_pytorch.errors import loading_state_dict
 from dalle2_pytorch.serialization import _class_path, flatten_optimizer_state, unflatten_optimizer_state
 from dalle2_pytorch.trainers.accumulation import split_batch
 from dalle2_pytorch.trainers.checkpoint import (capture_rng_state, prefixed, read_training_checkpoint,
@@ -286,7 +287,8 @@ class TrainerBase:
             self._load_legacy(path, strict)
             return
         tensors, meta = read_training_checkpoint(path, type(self).__name__)
-        self.model.load_state_dict(unprefixed(tensors, "model"), strict=strict)
+        with loading_state_dict(path, type(self.model).__name__):
+            self.model.load_state_dict(unprefixed(tensors, "model"), strict=strict)
         if only_model:
             return
         if set(meta["parts"]) != set(self.parts):
