@@ -26,6 +26,7 @@ from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.pipeline_files import (COMPONENTS, PIPELINE_FILE, SamplingDefaults, find_layout,
                                            pipeline_file_contents, read_legacy_sampling, read_pipeline_file)
 from dalle2_pytorch.serialization import PretrainedMixin, register_to_config, resolve_class, save_json
+from dalle2_pytorch.validation import check_seed, strict_keywords
 
 TextInput = Union[str, Sequence[str], torch.Tensor]
 
@@ -65,6 +66,7 @@ class DALLE2(PretrainedMixin, nn.Module):
     pipeline with ``DALLE2(prior=..., decoder=..., sampling=SamplingDefaults(...)).save_pretrained(dir)``.
     """
 
+    @strict_keywords()
     @register_to_config(exclude=("sampling",))  # the sampling defaults are saved in pipeline.json
     def __init__(self, *, prior: DiffusionPrior, decoder: Decoder, prior_num_samples: int = 2,
                  sampling: Optional[Union[SamplingDefaults, Mapping[str, Any]]] = None) -> None:
@@ -186,7 +188,7 @@ class DALLE2(PretrainedMixin, nn.Module):
         if seed is not None:
             if generator is not None:
                 raise ValueError("pass seed= or generator=, not both")
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+            generator = torch.Generator(device=self.device).manual_seed(check_seed("seed", seed))
 
         was_training = self.training
         self.eval()

@@ -28,6 +28,10 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _PACKAGE = "dalle2_pytorch"
+MAX_PARAMETERS_ENV = "DALLE2_MAX_PARAMETERS"
+DEFAULT_MAX_PARAMETERS = 4_000_000_000
+"""The most parameters :meth:`PretrainedMixin.from_pretrained` builds unless told otherwise: twice the largest
+published DALL-E 2 checkpoint, far below what a crafted ``config.json`` (``dim: 65536, depth: 64``) asks for."""
 
 
 # ----------------------------------------------------------------------------- atomic files
@@ -156,6 +160,27 @@ def resolve_class(path: str) -> type:
     return obj
 
 
+def check_config_size(cls: type, config: dict[str, Any], source: str | os.PathLike,
+                      max_parameters: int | None = None) -> int:
+    """The parameter count of ``cls.from_config(config)``, counted on the meta device (nothing allocated); a
+    :class:`~dalle2_pytorch.errors.BadFileError` when it exceeds ``max_parameters`` (default: the environment
+    variable ``DALLE2_MAX_PARAMETERS``, else :data:`DEFAULT_MAX_PARAMETERS`)."""
+    if max_parameters is None:
+        setting = os.environ.get(MAX_PARAMETERS_ENV, str(DEFAULT_MAX_PARAMETERS))
+        if not setting.isdigit():
+            raise ValueError(f"{MAX_PARAMETERS_ENV}={setting!r}: expected a whole number of parameters")
+        max_parameters = int(setting)
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        empty = cls.from_config(config)
+    count = sum(parameter.numel() for parameter in empty.parameters())
+    if count > max_parameters:
+        raise BadFileError(
+            f"{source}: describes a {cls.__name__} of {count:,} parameters ({count * 4 / 2 ** 30:.1f} GiB in "
+            f"float32), more than the {max_parameters:,} allowed; refusing to allocate it. If the file is what you "
+            f"meant, pass max_parameters= or set {MAX_PARAMETERS_ENV}")
+    return count
+
+
 class PretrainedMixin:
     """``save_pretrained``/``from_pretrained`` for an ``nn.Module`` built from keyword arguments.
 
@@ -203,8 +228,11 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu",
-                        strict: bool = True):
-        """Rebuild a model saved by :meth:`save_pretrained`."""
+                        strict: bool = True, *, max_parameters: int | None = None):
+        """Rebuild a model saved by :meth:`save_pretrained`.
+
+        The config is built on the meta device first, and refused when it describes more than ``max_parameters``
+        parameters (see :func:`check_config_size`), so a corrupt or crafted file cannot exhaust memory."""
         directory = Path(directory)
         config_path = directory / CONFIG_NAME
         if not config_path.is_file():
@@ -216,6 +244,7 @@ class PretrainedMixin:
         saved_cls = resolve_class(meta["class"])
         if not issubclass(saved_cls, cls):
             raise TypeError(f"{directory} holds a {saved_cls.__name__}, not a {cls.__name__}")
+        check_config_size(saved_cls, meta["config"], config_path, max_parameters)
         model = saved_cls.from_config(meta["config"])
         state = load_tensors(directory / WEIGHTS_NAME, device=map_location)
         with loading_state_dict(directory / WEIGHTS_NAME, saved_cls.__name__):

@@ -71,6 +71,9 @@ def sample(args: argparse.Namespace) -> int:
 
     if args.num_images < 1:
         raise ValueError(f"--num-images {args.num_images}: expected at least 1")
+    from dalle2_pytorch.validation import check_seed
+
+    check_seed("--seed", args.seed)
     pipeline = DALLE2.from_pretrained(args.checkpoint)
     cond_scale = None if args.cond_scale is None else \
         pipeline.sampling_defaults.with_first_unet_guidance(args.cond_scale, pipeline.decoder.num_unets)

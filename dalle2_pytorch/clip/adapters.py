@@ -28,6 +28,7 @@ from dalle2_pytorch.clip.model import CLIP
 from dalle2_pytorch.clip.outputs import EmbeddedImage, EmbeddedText
 from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE
 from dalle2_pytorch.serialization import PretrainedMixin
+from dalle2_pytorch.validation import strict_keywords
 
 OPENAI_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -131,6 +132,7 @@ class BaseClipAdapter(nn.Module):
 class BuiltinClipAdapter(PretrainedMixin, BaseClipAdapter):
     """Adapter for this package's :class:`CLIP`; images go in as given (resized only) unless a mean/std is set."""
 
+    @strict_keywords()
     def __init__(self, clip: CLIP, image_mean: Optional[Sequence[float]] = None,
                  image_std: Optional[Sequence[float]] = None) -> None:
         if not isinstance(clip, CLIP):
@@ -241,6 +243,7 @@ def _check_model(model: Any) -> None:
 class OpenAIClipAdapter(PretrainedMixin, _TowerClipAdapter):
     """OpenAI's pretrained CLIP (package ``clip``, e.g. ``clip-anytorch``), loaded by ``name`` or given as ``model``."""
 
+    @strict_keywords()
     def __init__(self, name: str = "ViT-B/32", model: Optional[nn.Module] = None) -> None:
         if model is None:
             openai_clip = import_optional("clip", "OpenAIClipAdapter", "openai-clip", "clip-anytorch")
@@ -261,6 +264,7 @@ class OpenAIClipAdapter(PretrainedMixin, _TowerClipAdapter):
 class OpenClipAdapter(PretrainedMixin, _TowerClipAdapter):
     """An open_clip model (package ``open_clip_torch``), loaded by ``name``/``pretrained`` or given as ``model``."""
 
+    @strict_keywords()
     def __init__(self, name: str = "ViT-B/32", pretrained: str = "laion400m_e32", model: Optional[nn.Module] = None) -> None:
         if model is None:
             open_clip = import_optional("open_clip", "OpenClipAdapter", "open-clip", "open-clip-torch")
@@ -289,6 +293,7 @@ class HFClipAdapter(PretrainedMixin, BaseClipAdapter):
     its last hidden states at the patch positions.
     """
 
+    @strict_keywords()
     def __init__(self, name: str = "openai/clip-vit-base-patch32", model: Optional[nn.Module] = None,
                  image_mean: Sequence[float] = OPENAI_IMAGE_MEAN, image_std: Sequence[float] = OPENAI_IMAGE_STD) -> None:
         if model is None:

@@ -26,7 +26,7 @@ from dalle2_pytorch.decoder.unet import Unet
 from dalle2_pytorch.decoder.lowres import LowresConditioner, resize_image_to
 from dalle2_pytorch.diffusion import LOSS_TYPES, NoiseSchedule
 from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
-from dalle2_pytorch.validation import check_choice, check_positive_int, check_range, is_int, strict_keywords
+from dalle2_pytorch.validation import check_choice, check_finite, check_positive_int, check_range, is_int, strict_keywords
 
 _REMOVED_KEYWORDS = {
     "clip_denoised": "removed: it did nothing in the reference; pixel-space unets always clip x0 while sampling, "
@@ -60,6 +60,30 @@ def check_inpaint_inputs(inpaint_image: Optional[Tensor], inpaint_mask: Optional
         raise ValueError(f"inpaint_image and inpaint_mask have batch sizes {inpaint_image.shape[0]} and "
                          f"{mask.shape[0]}; expected {batch_size} (the batch being sampled)")
     return inpaint_image, mask
+
+
+# images more than this outside the decoder's input range are an error (a [0, 255] or [-1, 1] image given to a
+# decoder taking [0, 1]); smaller excursions, such as a resampling filter's overshoot, are accepted
+RANGE_SLACK = 0.5
+
+
+def check_sizes_fit_unets(unets: Sequence[nn.Module], stages: Sequence[Any], vaes: Sequence[nn.Module]) -> None:
+    """Each unet's working size (its image size, or random crop, over its VAE's factor) is a multiple of the unet's
+    own downsampling factor, so a cascade that could only fail at sampling time fails when it is built."""
+    for unet, stage, vae in zip(unets, stages, vaes):
+        factor = int(getattr(unet, "downsample_factor", 1))
+        vae_factor = int(getattr(vae, "downsample_factor", 1))
+        for name, size in (("image size", stage.image_size), ("random crop size", stage.random_crop_size)):
+            if size is None:
+                continue
+            working = size // vae_factor
+            if working % factor:
+                lower, higher = working // factor * factor * vae_factor, -(-working // factor) * factor * vae_factor
+                after_vae = f" ({working} after its VAE)" if vae_factor > 1 else ""
+                raise ValueError(
+                    f"unet {stage.number}'s {name} {size}{after_vae} is not a multiple of {factor}, the factor its "
+                    f"{len(unet.downs)} resolution levels (dim_mults={tuple(getattr(unet, '_config', {}).get('dim_mults', ()))}) "
+                    f"downsample by; use {lower or higher} or {higher}, or fewer dim_mults")
 
 
 class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
@@ -169,6 +193,7 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
                            condition_on_text_encodings=condition_on_text_encodings)
             for u, s, v in zip(unets, self.stage_settings, vaes))
         self.vaes = nn.ModuleList(vaes)
+        check_sizes_fit_unets(self.unets, self.stage_settings, vaes)
         for v in self.vaes:
             v.requires_grad_(False)
         self.schedules = nn.ModuleList(NoiseSchedule(s.beta_schedule, s.timesteps) for s in self.stage_settings)
@@ -274,6 +299,13 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
         if min(image.shape[-2:]) < min_size:
             raise ValueError(f"{name} is {image.shape[-2]}x{image.shape[-1]}, smaller than this unet's image size "
                              f"{min_size}; pass images of at least {min_size}x{min_size}")
+        check_finite(name, image)
+        low, high = self.input_image_range
+        if image.numel() and (float(image.min()) < low - RANGE_SLACK or float(image.max()) > high + RANGE_SLACK):
+            fix = "divide 0-255 pixels by 255" if self.auto_normalize_img else "map [0, 1] images with x * 2 - 1"
+            raise ValueError(f"{name} has values in [{float(image.min()):.3g}, {float(image.max()):.3g}] but this "
+                             f"decoder takes images in [{low:g}, {high:g}] (auto_normalize_img="
+                             f"{self.auto_normalize_img}); {fix}")
 
     # ------------------------------------------------------------------ training
     def forward(self, image: Tensor, text: Optional[Tensor] = None, image_embed: Optional[Tensor] = None,
@@ -291,6 +323,8 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
             unet_number = 1
         stage = self.stage(unet_number)
         self._check_images(image, "image", stage.image_size)
+        check_finite("image_embed", image_embed)
+        check_finite("text_encodings", text_encodings)
         embeds = self.conditions.prepare(image=image, text=text, image_embed=image_embed,
                                          text_encodings=text_encodings, batch=image.shape[0], unets=[stage.unet])
         loss, lowres = stage.loss(self.normalize_img(image), self.conditions.unet_kwargs(stage.unet, embeds))
@@ -320,6 +354,8 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
         if stop < start:
             raise ValueError(f"stop_at_unet_number={stop} is before start_at_unet_number={start}")
         indices = range(start - 1, stop)
+        check_finite("image_embed", image_embed)
+        check_finite("text_encodings", text_encodings)
         batch = self.conditions.batch_size(image_embed=image_embed, text=text, text_encodings=text_encodings,
                                            image=image if start > 1 else None, batch_size=batch_size)
         embeds = self.conditions.prepare(image=None, text=text, image_embed=image_embed,

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import torch
+
 from dalle2_pytorch.runs.config_base import ConfigError
 from dalle2_pytorch.runs.config_models import ClipSource, ModelSection, VaeModelConfig
 
@@ -67,10 +69,8 @@ def _collect_pending(findings: Findings, path: str) -> Iterator[None]:
 
 
 def _empty_model(section: ModelSection, keywords: dict[str, Any]):
-    """``section.target(**keywords)`` with every parameter on the meta device (buffers stay real: schedules)."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
+    """``section.target(**keywords)`` built on the meta device: shapes only, nothing allocated or initialised."""
+    with torch.device("meta"):
         return section.target(**keywords)
 
 
@@ -105,13 +105,11 @@ def _saved_on_meta(folder: str, path: str, what: str, how: str, findings: Findin
         findings.pending.append(f"{path}: {folder!r} holds no saved {what} yet (config.json missing): train it first "
                                 f"({how}) or point to its folder")
         return None
-    from accelerate import init_empty_weights
-
     from dalle2_pytorch.serialization import load_json, resolve_class
 
     with _collect(findings, path):
         meta = load_json(Path(folder) / "config.json")
-        with init_empty_weights():
+        with torch.device("meta"):
             return resolve_class(meta["class"]).from_config(meta["config"])
     return None
 
@@ -156,9 +154,7 @@ def build_empty_model(config, findings: Findings):
     if not complete:
         return None
     keywords = model_section.keywords(exclude=("unet", "vae", "clip"))
-    from accelerate import init_empty_weights
-
-    with whole, init_empty_weights():
+    with whole, torch.device("meta"):
         return model_section.target(**keywords, unet=tuple(unets), clip=clip, vae=tuple(vaes))
     return None
 # ----------------------------------------------------------------------------- the checks after the build
