@@ -46,6 +46,9 @@ def serve_main(checkpoint: str | Path = DEFAULT_CHECKPOINT, host: str = "127.0.0
     if threads is not None:
         torch.set_num_threads(threads)
     engine = DALLE2Engine.from_checkpoint(checkpoint, device=device)
-    app = create_app(engine, max_batch=max_batch, batch_window=batch_window, max_queue=max_queue)
+    from dalle2_pytorch.serve.guards import default_allowed_hosts
+
+    app = create_app(engine, max_batch=max_batch, batch_window=batch_window, max_queue=max_queue,
+                     allowed_hosts=default_allowed_hosts(host))
     print(f"dalle2 serve: {checkpoint} loaded; open http://{host}:{port}/ (API schema at /openapi.json)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
