@@ -140,6 +140,33 @@ def config_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_example(args: argparse.Namespace) -> int:
+    """List the example configs, or copy one (a demo: with its stage configs) into ``--out``."""
+    from dalle2_pytorch.runs.config_base import read_config_file
+    from dalle2_pytorch.runs.demo import CONFIG_DIR, STAGES
+
+    examples = {path.stem: path for path in sorted(CONFIG_DIR.glob("*.json"))}
+    if args.name is None:
+        for name, path in examples.items():
+            print(f"{name:24s} {read_config_file(path).get('kind')}")
+        return 0
+    name = args.name.removesuffix(".json")
+    if name not in examples:
+        raise ValueError(f"no example config {args.name!r}; choose one of {', '.join(examples)}")
+    source = examples[name]
+    data = read_config_file(source)
+    files = [source] + ([CONFIG_DIR / data[stage] for stage in STAGES] if data.get("kind") == "demo" else [])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        target = out / path.name
+        if target.exists():
+            raise FileExistsError(f"{target} exists; remove it or choose another --out")
+        target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+        print(f"wrote {target}")
+    return 0
+
+
 def config_show(args: argparse.Namespace) -> int:
     from dalle2_pytorch.runs.configs import config_class, describe_fields
 

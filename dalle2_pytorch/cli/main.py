@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_command("show", help="every field of a kind's config, with defaults and descriptions")
     show.add_argument("--kind", choices=["clip", "prior", "decoder", "vae"], required=True)
     show.set_defaults(run=commands.config_show)
+    example = config_command("example", help="list the example configs shipped with the package, or write one")
+    example.add_argument("name", nargs="?", help="an example, e.g. toy_decoder (without it: list them)")
+    example.add_argument("--out", default=".", help="folder to write it to (default: the current folder)")
+    example.set_defaults(run=commands.config_example)
     return parser
 
 

@@ -52,7 +52,7 @@ def create_app(engine: ImageEngine, *, max_batch: int = 8, batch_window: float =
         finally:
             queue.stop()
 
-    app = FastAPI(title="dalle2-pytorch", summary="Text to image with a trained DALL-E 2 (unCLIP) model",
+    app = FastAPI(title="unclip-pytorch", summary="Text to image with a trained DALL-E 2 (unCLIP) model",
                   version="1", lifespan=lifespan)
     app.state.engine, app.state.store, app.state.queue = engine, store, queue
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
