@@ -159,11 +159,21 @@ def corrupt_training_state(tmp):
     return ["train", "prior", "--config", config, "--resume"], ["training_state.json"]
 
 
+def seed_out_of_range(tmp):
+    return ["sample", "a red circle", "--checkpoint", pipeline(tmp), "--seed", str(2 ** 70)], \
+        ["--seed", "2**64 - 1"]
+
+
+def broken_config_file(tmp):
+    (tmp / "run.json").write_text('{"kind": "prior", "model": ')
+    return ["config", "validate", tmp / "run.json"], ["run.json", "not valid JSON"]
+
+
 CASES: dict[str, Callable] = {f.__name__: f for f in (
     truncated_weights_sample, garbage_weights_eval, truncated_config_json, truncated_weights_serve,
     truncated_clip_embed, bad_trainer_file_on_resume, changed_model_on_resume, disk_full_while_saving,
     nothing_decodes, object_embeddings, string_embeddings, truncated_embeddings, missing_serve_extra,
-    corrupt_training_state)}
+    corrupt_training_state, seed_out_of_range, broken_config_file)}
 
 
 def run_case(name, tmp_path, monkeypatch, capsys, *flags):
@@ -191,6 +201,15 @@ def test_a_user_mistake_is_one_line_naming_the_file(name, tmp_path, monkeypatch,
 def test_debug_shows_the_traceback_of_a_user_mistake(tmp_path, monkeypatch, capsys):
     status, err, _ = run_case("truncated_weights_sample", tmp_path, monkeypatch, capsys, "--debug")
     assert status == 2 and "Traceback" in err and "decoder/model.safetensors" in err
+
+
+def test_dream_reports_like_dalle2(tmp_path, capsys):
+    from dalle2_pytorch.cli.main import dream
+
+    truncate(pipeline(tmp_path) / "prior" / "model.safetensors")
+    assert dream(["a red circle", "--checkpoint", str(tmp_path / "pipe")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "prior/model.safetensors" in err and "Traceback" not in err
 
 
 def test_a_bug_shows_its_traceback_and_says_it_is_a_bug(tmp_path, monkeypatch, capsys):
