@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from dalle2_pytorch.clip.conditioning import FrozenClipMixin
 from dalle2_pytorch.decoder.cascade import CascadeOptions, CascadeStage, paste_known
-from dalle2_pytorch.decoder.cascade_config import (build_stage_settings, configure_unet, is_latent_vae, per_unet,
-                                                   resolve_image_sizes, resolve_vaes)
+from dalle2_pytorch.decoder.cascade_config import (build_stage_settings, check_sizes_fit_unets, configure_unet,
+                                                   is_latent_vae, per_unet, resolve_image_sizes, resolve_vaes)
 from dalle2_pytorch.decoder.conditions import DecoderConditions
 from dalle2_pytorch.decoder.unet import Unet
 from dalle2_pytorch.decoder.lowres import LowresConditioner, resize_image_to
@@ -65,25 +65,6 @@ def check_inpaint_inputs(inpaint_image: Optional[Tensor], inpaint_mask: Optional
 # images more than this outside the decoder's input range are an error (a [0, 255] or [-1, 1] image given to a
 # decoder taking [0, 1]); smaller excursions, such as a resampling filter's overshoot, are accepted
 RANGE_SLACK = 0.5
-
-
-def check_sizes_fit_unets(unets: Sequence[nn.Module], stages: Sequence[Any], vaes: Sequence[nn.Module]) -> None:
-    """Each unet's working size (its image size, or random crop, over its VAE's factor) is a multiple of the unet's
-    own downsampling factor, so a cascade that could only fail at sampling time fails when it is built."""
-    for unet, stage, vae in zip(unets, stages, vaes):
-        factor = int(getattr(unet, "downsample_factor", 1))
-        vae_factor = int(getattr(vae, "downsample_factor", 1))
-        for name, size in (("image size", stage.image_size), ("random crop size", stage.random_crop_size)):
-            if size is None:
-                continue
-            working = size // vae_factor
-            if working % factor:
-                lower, higher = working // factor * factor * vae_factor, -(-working // factor) * factor * vae_factor
-                after_vae = f" ({working} after its VAE)" if vae_factor > 1 else ""
-                raise ValueError(
-                    f"unet {stage.number}'s {name} {size}{after_vae} is not a multiple of {factor}, the factor its "
-                    f"{len(unet.downs)} resolution levels (dim_mults={tuple(getattr(unet, '_config', {}).get('dim_mults', ()))}) "
-                    f"downsample by; use {lower or higher} or {higher}, or fewer dim_mults")
 
 
 class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
