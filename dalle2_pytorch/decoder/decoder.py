@@ -11,6 +11,7 @@ of :mod:`dalle2_pytorch.diffusion`; this class only wires unets, conditioning an
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -62,9 +63,12 @@ def check_inpaint_inputs(inpaint_image: Optional[Tensor], inpaint_mask: Optional
     return inpaint_image, mask
 
 
-# images more than this outside the decoder's input range are an error (a [0, 255] or [-1, 1] image given to a
-# decoder taking [0, 1]); smaller excursions, such as a resampling filter's overshoot, are accepted
+# images more than RANGE_SLACK outside the decoder's input range get a warning (once per decoder: a [-1, 1] image
+# given to a decoder taking [0, 1]; the seed README's examples train on torch.randn images, so this is no error);
+# smaller excursions, such as a resampling filter's overshoot, pass.  Values beyond PIXEL_SCALE are 0-255 pixels:
+# an error
 RANGE_SLACK = 0.5
+PIXEL_SCALE = 20.0
 
 
 class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
@@ -282,11 +286,16 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
                              f"{min_size}; pass images of at least {min_size}x{min_size}")
         check_finite(name, image)
         low, high = self.input_image_range
-        if image.numel() and (float(image.min()) < low - RANGE_SLACK or float(image.max()) > high + RANGE_SLACK):
+        least, most = (float(image.min()), float(image.max())) if image.numel() else (low, high)
+        if least < low - RANGE_SLACK or most > high + RANGE_SLACK:
             fix = "divide 0-255 pixels by 255" if self.auto_normalize_img else "map [0, 1] images with x * 2 - 1"
-            raise ValueError(f"{name} has values in [{float(image.min()):.3g}, {float(image.max()):.3g}] but this "
-                             f"decoder takes images in [{low:g}, {high:g}] (auto_normalize_img="
-                             f"{self.auto_normalize_img}); {fix}")
+            message = (f"{name} has values in [{least:.3g}, {most:.3g}] but this decoder takes images in "
+                       f"[{low:g}, {high:g}] (auto_normalize_img={self.auto_normalize_img}); {fix}")
+            if max(abs(least), abs(most)) > PIXEL_SCALE:
+                raise ValueError(message)
+            if not getattr(self, "_warned_range", False):
+                self._warned_range = True
+                warnings.warn(message, UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ training
     def forward(self, image: Tensor, text: Optional[Tensor] = None, image_embed: Optional[Tensor] = None,
