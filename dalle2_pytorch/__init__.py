@@ -21,6 +21,7 @@ _EXPORTS = {
     "DALLE2": "dalle2_pytorch.dalle2",
     "SamplingDefaults": "dalle2_pytorch.pipeline_files",
     "DecoderTrainer": "dalle2_pytorch.trainers.decoder_trainer",
+    "DALLE2Trainer": "dalle2_pytorch.trainers.dalle2_trainer",
     "DiffusionPriorTrainer": "dalle2_pytorch.trainers.prior_trainer",
     "VQGanVAETrainer": "dalle2_pytorch.trainers.vae_trainer",
     "VQGanVAE": "dalle2_pytorch.vae.vqgan_vae",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dalle2_pytorch.decoder.unet import Unet
     from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
     from dalle2_pytorch.prior.network import DiffusionPriorNetwork
+    from dalle2_pytorch.trainers.dalle2_trainer import DALLE2Trainer
     from dalle2_pytorch.trainers.decoder_trainer import DecoderTrainer
     from dalle2_pytorch.trainers.prior_trainer import DiffusionPriorTrainer
     from dalle2_pytorch.trainers.vae_trainer import VQGanVAETrainer

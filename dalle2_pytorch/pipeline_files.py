@@ -214,6 +214,7 @@ def read_pipeline_file(directory: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} names components {missing} but {[f'{p}/{CONFIG_NAME}' for p in missing]} "
                                 f"is missing: was the folder copied only in part?")
     return {"components": components, "prior_num_samples": spec.get("prior_num_samples", 2),
+            "decoder_num_samples": spec.get("decoder_num_samples", 1), "return_best": spec.get("return_best", True),
             "sampling": SamplingDefaults.from_dict(spec.get("sampling", {}), source=f"{path} 'sampling'")}
 
 
@@ -224,9 +225,19 @@ def read_legacy_sampling(directory: Path) -> Optional[SamplingDefaults]:
 
 
 def pipeline_file_contents(components: Mapping[str, str], prior_num_samples: int,
-                           sampling: SamplingDefaults) -> dict[str, Any]:
-    """What ``pipeline.json`` holds (``components``: folder name -> ``module:Class`` of what it holds)."""
+                           sampling: SamplingDefaults, *, decoder_num_samples: int = 1,
+                           return_best: bool = True) -> dict[str, Any]:
+    """What ``pipeline.json`` holds (``components``: folder name -> ``module:Class`` of what it holds).
+
+    ``decoder_num_samples`` and ``return_best`` are written only when they differ from their defaults (1, True),
+    so the file of a pipeline that does not use them is what it always was."""
     from dalle2_pytorch import __version__
 
-    return {"class": "dalle2_pytorch.dalle2:DALLE2", "format_version": FORMAT_VERSION, "library_version": __version__,
-            "components": dict(components), "prior_num_samples": prior_num_samples, "sampling": sampling.to_dict()}
+    contents = {"class": "dalle2_pytorch.dalle2:DALLE2", "format_version": FORMAT_VERSION,
+                "library_version": __version__, "components": dict(components),
+                "prior_num_samples": prior_num_samples, "sampling": sampling.to_dict()}
+    if decoder_num_samples != 1:
+        contents["decoder_num_samples"] = decoder_num_samples
+    if not return_best:
+        contents["return_best"] = False
+    return contents

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from dalle2_pytorch.atomic import atomic_write_bytes, atomic_write_with
 from dalle2_pytorch.errors import BadFileError, loading_state_dict, reading
+from dalle2_pytorch.hub import loading_checkpoint, resolve_pretrained
 from dalle2_pytorch.init_config import override_config, register_to_config
 
 FORMAT_VERSION = 1
@@ -228,12 +229,22 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu",
-                        strict: bool = True, *, max_parameters: int | None = None):
-        """Rebuild a model saved by :meth:`save_pretrained`.
+                        strict: bool = True, *, revision: str | None = None, allow_download: bool | None = None,
+                        max_parameters: int | None = None):
+        """Rebuild a model saved by :meth:`save_pretrained`, from a folder or a Hugging Face Hub id
+        (:func:`dalle2_pytorch.hub.resolve_pretrained`; ``revision`` as there).
 
-        The config is built on the meta device first, and refused when it describes more than ``max_parameters``
-        parameters (see :func:`check_config_size`), so a corrupt or crafted file cannot exhaust memory."""
-        directory = Path(directory)
+        Models the config names (CLIP adapters) are built without downloading unless ``allow_download``
+        (see :func:`dalle2_pytorch.hub.loading_checkpoint`); the saved weights replace theirs.  The config is built
+        on the meta device first, and refused when it describes more than ``max_parameters`` parameters (see
+        :func:`check_config_size`), so a corrupt or crafted file cannot exhaust memory."""
+        directory = resolve_pretrained(directory, revision)
+        with loading_checkpoint(allow_download):
+            return cls._from_local_folder(directory, map_location, strict, max_parameters)
+
+    @classmethod
+    def _from_local_folder(cls, directory: Path, map_location: str | torch.device, strict: bool,
+                           max_parameters: int | None = None):
         config_path = directory / CONFIG_NAME
         if not config_path.is_file():
             raise FileNotFoundError(f"{config_path} not found: is {directory} a folder written by save_pretrained?")

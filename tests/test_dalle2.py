@@ -130,7 +130,9 @@ def test_bad_pipeline_arguments():
     with pytest.raises(TypeError, match="prior must be a DiffusionPrior"):
         DALLE2(prior=decoder, decoder=decoder)
     with pytest.raises(TypeError):
-        DALLE2(prior=prior, decoder=decoder, decoder_num_samples=2)
+        DALLE2(prior=prior, decoder=decoder, decoder_samples=2)   # (decoder_num_samples is the keyword)
+    with pytest.raises(ValueError, match="decoder_num_samples=0"):
+        DALLE2(prior=prior, decoder=decoder, decoder_num_samples=0)
     dalle2 = DALLE2(prior=prior, decoder=decoder)
     with pytest.raises(TypeError, match="strings"):
         dalle2([1, 2])

@@ -82,6 +82,7 @@ def check_decoder(ns: dict) -> None:
     assert torch.isfinite(ns["stage_loss"]) and shape(ns, "lowres") == (2, 3, 16, 16)   # the 16 px random crop
     assert shape(ns, "inpainted") == (1, 3, 32, 32)
     assert shape(ns, "images") == (4, 3, 32, 32)
+    assert ns["extra_parameters"] > 0
 
 
 def check_vae(ns: dict) -> None:
@@ -91,6 +92,8 @@ def check_vae(ns: dict) -> None:
 def check_training(ns: dict) -> None:
     assert shape(ns, "images") == (8, 3, 32, 32) and shape(ns, "image_embeds") == (8, 64)
     assert ns["decoder_trainer"].num_steps_taken(1) == 1
+    assert len(ns["losses"]) == 2 and set(ns["losses"][-1]) == {"prior", "unet1", "decoder", "loss"}
+    assert ns["resumed"].step == 3 and len(ns["more"]) == 1 and shape(ns, "pictures") == (1, 3, 16, 16)
     assert ns["decoder"].num_unets == 2
     assert Path("checkpoints/decoder.safetensors").is_file()
 
@@ -99,6 +102,9 @@ def check_pipeline(ns: dict) -> None:
     assert shape(ns, "images") == (1, 3, 32, 32) and len(ns["pil_images"]) == 1
     assert type(ns["dalle2"]).__name__ == "DALLE2" and (Path("my-dalle2") / "pipeline.json").is_file()
     assert ns["dalle2"].sampling_defaults.steps == 5 and ns["dalle2"].sampling_defaults.prior_sampler == "ddim"
+    assert shape(ns, "best") == (1, 3, 32, 32) and shape(ns, "candidates") == (1, 3, 3, 32, 32)
+    assert len(ns["cats"]) == 2 and ns["cats"][0].size == (32, 32)
+    assert len(ns["first_try"]) == 1 and ns["first_try"][0].size == (16, 16)
 
 
 def check_data(ns: dict) -> None:

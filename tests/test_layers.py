@@ -9,12 +9,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dalle2_pytorch"
 # lowest first; a layer may import only from the layers before it (modules on one line must not import each other)
 LAYERS = [
     {"errors"},
-    {"validation", "atomic", "init_config"},
+    {"validation", "atomic", "init_config", "hub"},
     {"images", "serialization"},
     {"diffusion"},
     {"clip", "vae", "pipeline_files"},
     {"compat"},
     {"prior", "decoder"},
+    {"recipes"},
     {"dalle2"},
     {"trainers", "data", "trackers"},
     {"eval", "dataloaders"},

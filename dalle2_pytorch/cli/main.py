@@ -16,12 +16,24 @@ from typing import Sequence
 
 from dalle2_pytorch.cli import commands
 from dalle2_pytorch.errors import DISTRIBUTION, UserError
+from dalle2_pytorch.hub import allow_downloads
 
 # what the entry-point checks raise on bad input (UserError covers what the library raises on bad files and data)
 USER_ERRORS = (UserError, ValueError, TypeError, ImportError, OSError, FloatingPointError)
 
 PIPELINE_HELP = ("a pipeline folder: DALLE2.save_pretrained output (pipeline.json, prior/, decoder/) or an older "
-                 "`dalle2 demo` / DALLE2 folder; its saved sampling defaults apply (default: outputs/checkpoints)")
+                 "`dalle2 demo` / DALLE2 folder, or a Hugging Face Hub id of one (org/repo[@revision][/subfolder], "
+                 "fetched into the HF cache; HF_HUB_OFFLINE=1 uses the cache only); its saved sampling defaults apply "
+                 "(default: outputs/checkpoints)")
+ALLOW_DOWNLOAD_HELP = ("let the checkpoint's own config.json fetch what it names (e.g. an HFClipAdapter's CLIP "
+                       "config); without it loading downloads nothing but the --checkpoint id you typed")
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint`` (a folder or Hub id) and ``--allow-download``."""
+    # "./": the default is a local folder, never looked up on the Hub when it is missing
+    parser.add_argument("--checkpoint", default="./outputs/checkpoints", help=PIPELINE_HELP)
+    parser.add_argument("--allow-download", action="store_true", help=ALLOW_DOWNLOAD_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_sample_arguments(sample)
 
     evaluate = command("eval", help="score a trained toy pipeline: faithfulness, FID/KID, CLIP score, prior metrics")
-    evaluate.add_argument("--checkpoint", default="outputs/checkpoints", help=PIPELINE_HELP)
+    add_checkpoint_arguments(evaluate)
     evaluate.add_argument("--images-per-caption", type=int, default=4, help="generated images per caption (default 4)")
     evaluate.add_argument("--num-real-images", type=int, default=512, help="real toy images for FID/KID (default 512)")
     evaluate.add_argument("--features", choices=["random", "clip"], default="random",
@@ -70,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=commands.evaluate)
 
     serve = command("serve", help="serve a trained model: a web page and a JSON API (needs the [serve] extra)")
-    serve.add_argument("--checkpoint", default="outputs/checkpoints", help=PIPELINE_HELP)
+    add_checkpoint_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     serve.add_argument("--max-batch", type=int, default=8, help="images sampled together at most (default 8)")
@@ -82,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = command("embed", help="precompute CLIP image embeddings for webdataset shards")
     embed.add_argument("urls", help="shards, e.g. data/{0000..0009}.tar")
-    embed.add_argument("--clip", required=True, help="a CLIP saved by `dalle2 train clip` (its model folder)")
+    embed.add_argument("--clip", required=True, help="a CLIP saved by `dalle2 train clip` (its model folder, or a "
+                       "Hugging Face Hub id of one: org/repo[@revision][/subfolder])")
     embed.add_argument("--out", required=True, help="folder for img_emb_<shard>.npy files")
     embed.add_argument("--shard-width", type=int, default=4, help="digits of the shard number in each key")
     embed.add_argument("--batch-size", type=int, default=64)
@@ -106,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="+", help="one or more captions")
-    parser.add_argument("--checkpoint", default="outputs/checkpoints", help=PIPELINE_HELP)
+    add_checkpoint_arguments(parser)
     parser.add_argument("--num-images", type=int, default=4, help="images per caption (default 4)")
     parser.add_argument("--cond-scale", type=float, default=None,
                         help="decoder guidance scale on unet 1 (default: the pipeline's saved default)")
@@ -150,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        result = args.run(args)
+        with allow_downloads(getattr(args, "allow_download", False)):
+            result = args.run(args)
     except (KeyboardInterrupt, Exception) as error:  # noqa: BLE001 - sorted into user errors and bugs
         return report_error(error, args.debug)
     return int(result or 0)
@@ -163,7 +177,8 @@ def dream(argv: Sequence[str] | None = None) -> int:
     add_sample_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return int(commands.sample(args) or 0)
+        with allow_downloads(args.allow_download):
+            return int(commands.sample(args) or 0)
     except (KeyboardInterrupt, Exception) as error:  # noqa: BLE001 - sorted into user errors and bugs
         return report_error(error, args.debug)
 

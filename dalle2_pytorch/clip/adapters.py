@@ -16,7 +16,6 @@ Pretrained-model packages are optional extras imported only when an adapter load
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Optional, Sequence
 
 import torch
@@ -25,7 +24,9 @@ from torch import nn
 
 from dalle2_pytorch.errors import MissingExtraError, install_hint
 from dalle2_pytorch.clip.model import CLIP
+from dalle2_pytorch.clip.openai_weights import is_openai_layout, openai_state_to_hf
 from dalle2_pytorch.clip.outputs import EmbeddedImage, EmbeddedText
+from dalle2_pytorch.clip.pretrained import hf_clip, is_hf_clip, open_clip, openai_clip
 from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE
 from dalle2_pytorch.serialization import PretrainedMixin
 from dalle2_pytorch.validation import strict_keywords
@@ -33,15 +34,6 @@ from dalle2_pytorch.validation import strict_keywords
 OPENAI_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_EOT_ID = VOCAB_SIZE - 1  # 49407, the id of <|endoftext|> in OpenAI's vocabulary
-
-
-def import_optional(module: str, adapter: str, extra: str, pip_name: str) -> Any:
-    """Import ``module`` or raise an ImportError that says which extra provides it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise MissingExtraError(f"{adapter} needs the `{module}` package: {install_hint(extra)} (or pip install "
-                                f"{pip_name}), or pass an already-built model as model=...") from error
 
 
 def resize_to_square(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -178,61 +170,102 @@ def to_clip_adapter(clip: Any) -> Optional[BaseClipAdapter]:
                     f"OpenClipAdapter, HFClipAdapter), got {type(clip).__name__}")
 
 
-class _TowerClipAdapter(BaseClipAdapter):
-    """Shared code for OpenAI-layout CLIPs (``clip`` and ``open_clip``): ``encode_text``, ``encode_image`` and a
-    text tower (the model itself, or ``model.text`` in open_clip's CustomTextCLIP) with ``positional_embedding``
-    and ``ln_final``, whose output (captured by a hook) gives the per-token encodings."""
+class _PackagedClipAdapter(BaseClipAdapter):
+    """Shared code of the adapters around pretrained CLIPs, which wrap either
+
+    * a ``transformers.CLIPModel``: text encodings are the text tower's last hidden states (after its final
+      LayerNorm), image encodings its last hidden states at the patch positions; or
+    * an OpenAI-layout model (``clip`` and ``open_clip``): ``encode_text``, ``encode_image`` and a text tower (the
+      model itself, or ``model.text`` in open_clip's CustomTextCLIP) with ``positional_embedding`` and
+      ``ln_final``, whose output (captured by a hook) gives the per-token encodings.
+
+    A state dict in OpenAI's layout (what this adapter saved around the ``clip`` package) loads into a
+    transformers-backed adapter, converted by :func:`~dalle2_pytorch.clip.openai_weights.openai_state_to_hf`.
+    """
+
+    # OpenAI's text semantics: tokens padded to the full context, causal attention only (no padding mask).
+    # HFClipAdapter keeps transformers' own: tokens as given, padding after the end token masked out.
+    _full_context_text = True
 
     def __init__(self, model: nn.Module, image_mean: Sequence[float], image_std: Sequence[float]) -> None:
         super().__init__(model, image_mean, image_std)
-        self._dim_latent = int(model.visual.output_dim)
+        self._hf = is_hf_clip(model)
+        if self._hf:
+            return
         self._text_tower = model if hasattr(model, "ln_final") else getattr(model, "text", None)
         if not (hasattr(self._text_tower, "ln_final") and hasattr(self._text_tower, "positional_embedding")):
-            raise TypeError(f"{type(model).__name__} has no CLIP-style text tower (ln_final, positional_embedding); "
-                            "wrap it in your own BaseClipAdapter subclass")
+            raise TypeError(f"{type(model).__name__} is neither a transformers CLIPModel nor has a CLIP-style text "
+                            "tower (ln_final, positional_embedding); wrap it in your own BaseClipAdapter subclass")
 
     @property
     def dim_latent(self) -> int:
-        return self._dim_latent
+        return int(self.clip.config.projection_dim if self._hf else self.clip.visual.output_dim)
 
     @property
     def dim_text_encodings(self) -> int:
+        if self._hf:
+            return int(self.clip.config.text_config.hidden_size)
         return int(self._text_tower.ln_final.weight.shape[0])
 
     @property
+    def image_size(self) -> int:
+        if self._hf:
+            return int(self.clip.config.vision_config.image_size)
+        size = getattr(self.clip.visual, "input_resolution", None) or self.clip.visual.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    @property
     def image_channels(self) -> int:
-        return 3
+        return int(self.clip.config.vision_config.num_channels) if self._hf else 3
 
     @property
     def max_text_len(self) -> int:
+        if self._hf:
+            return int(self.clip.config.text_config.max_position_embeddings)
         return int(self._text_tower.positional_embedding.shape[0])
 
     def _model_dtype(self) -> torch.dtype:
         return next(self.clip.parameters()).dtype
 
     def _embed_text(self, tokens: torch.Tensor) -> EmbeddedText:
-        if tokens.shape[1] < self.max_text_len:  # these models' causal text towers expect the full context
+        if self._full_context_text and tokens.shape[1] < self.max_text_len:  # OpenAI's towers expect it
             tokens = F.pad(tokens, (0, self.max_text_len - tokens.shape[1]), value=0)
         mask = text_mask_through_eot(tokens)
-        captured = {}
-        hook = self._text_tower.ln_final.register_forward_hook(
-            lambda module, args, output: captured.update(out=output))
-        try:
-            text_embed = self.clip.encode_text(tokens)
-        finally:
-            hook.remove()
-        encodings = captured["out"]
-        if encodings.ndim != 3:
-            raise ValueError(f"{type(self.clip).__name__} applies its final LayerNorm after pooling, so it has no "
-                             "per-token text encodings to offer")
-        if encodings.shape[:2] != tokens.shape:  # older OpenAI code keeps (n, b, d) order until the end
-            encodings = encodings.transpose(0, 1)
+        if self._hf:
+            attention = None if self._full_context_text else mask.long()
+            out = self.clip.text_model(input_ids=tokens, attention_mask=attention, return_dict=True)
+            text_embed, encodings = self.clip.text_projection(out.pooler_output), out.last_hidden_state
+        else:
+            captured = {}
+            hook = self._text_tower.ln_final.register_forward_hook(
+                lambda module, args, output: captured.update(out=output))
+            try:
+                text_embed = self.clip.encode_text(tokens)
+            finally:
+                hook.remove()
+            encodings = captured["out"]
+            if encodings.ndim != 3:
+                raise ValueError(f"{type(self.clip).__name__} applies its final LayerNorm after pooling, so it has "
+                                 "no per-token text encodings to offer")
+            if encodings.shape[:2] != tokens.shape:  # older OpenAI code keeps (n, b, d) order until the end
+                encodings = encodings.transpose(0, 1)
         encodings = encodings.float() * mask[..., None]
         return EmbeddedText(F.normalize(text_embed.float(), dim=-1), encodings, mask)
 
     def _embed_image(self, images: torch.Tensor) -> EmbeddedImage:
-        image_embed = self.clip.encode_image(images.to(self._model_dtype()))
-        return EmbeddedImage(F.normalize(image_embed.float(), dim=-1), None)
+        images = images.to(self._model_dtype())
+        if not self._hf:
+            return EmbeddedImage(F.normalize(self.clip.encode_image(images).float(), dim=-1), None)
+        out = self.clip.vision_model(pixel_values=images, return_dict=True)
+        image_embed = self.clip.visual_projection(out.pooler_output)
+        return EmbeddedImage(F.normalize(image_embed.float(), dim=-1), out.last_hidden_state[:, 1:].float())
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        inner = prefix + "clip."
+        if self._hf and is_openai_layout({k[len(inner):]: None for k in state_dict if k.startswith(inner)}):
+            old = {k[len(inner):]: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(inner)]}
+            state_dict.update({inner + k: v for k, v in openai_state_to_hf(old).items()})
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _check_model(model: Any) -> None:
@@ -240,15 +273,17 @@ def _check_model(model: Any) -> None:
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
 
 
-class OpenAIClipAdapter(PretrainedMixin, _TowerClipAdapter):
-    """OpenAI's pretrained CLIP (package ``clip``, e.g. ``clip-anytorch``), loaded by ``name`` or given as ``model``."""
+class OpenAIClipAdapter(PretrainedMixin, _PackagedClipAdapter):
+    """OpenAI's pretrained CLIP by ``name``, or a given ``model`` (the ``clip`` package's or a transformers one).
+
+    The ViTs (``ViT-B/32``, ``ViT-B/16``, ``ViT-L/14``, ``ViT-L/14@336px``) load OpenAI's weights through
+    transformers (``openai/clip-vit-large-patch14`` ...; extra ``openai-clip``), computing what OpenAI's own
+    model computes, without torchvision; other names (the ResNets) need OpenAI's ``clip`` package."""
 
     @strict_keywords()
     def __init__(self, name: str = "ViT-B/32", model: Optional[nn.Module] = None) -> None:
         if model is None:
-            openai_clip = import_optional("clip", "OpenAIClipAdapter", "openai-clip", "clip-anytorch")
-            built, _ = openai_clip.load(name, jit=False, device="cpu")
-            config = dict(name=name)
+            built, config = openai_clip(name), dict(name=name)
         else:  # a model given as an object cannot be written into a JSON config: saving one raises TypeError
             _check_model(model)
             built, config = model, dict(name=name, model=model)
@@ -256,86 +291,47 @@ class OpenAIClipAdapter(PretrainedMixin, _TowerClipAdapter):
         self.name = name
         self._register_config(**config)
 
-    @property
-    def image_size(self) -> int:
-        return int(self.clip.visual.input_resolution)
 
+class OpenClipAdapter(PretrainedMixin, _PackagedClipAdapter):
+    """An open_clip model by ``name``/``pretrained``, or a given ``model``.
 
-class OpenClipAdapter(PretrainedMixin, _TowerClipAdapter):
-    """An open_clip model (package ``open_clip_torch``), loaded by ``name``/``pretrained`` or given as ``model``."""
+    ``pretrained="openai"`` ViTs load through transformers and a ``pretrained`` that is an open_clip checkpoint
+    file (a path or Hub id ending in .bin/.pt/.pth/.safetensors) is converted, both without torchvision; other
+    ``pretrained`` tags need the ``open_clip`` package (extra ``open-clip``, which needs torchvision)."""
 
     @strict_keywords()
     def __init__(self, name: str = "ViT-B/32", pretrained: str = "laion400m_e32", model: Optional[nn.Module] = None) -> None:
         if model is None:
-            open_clip = import_optional("open_clip", "OpenClipAdapter", "open-clip", "open-clip-torch")
-            built, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained)
-            config = dict(name=name, pretrained=pretrained)
+            built, config = open_clip(name, pretrained), dict(name=name, pretrained=pretrained)
         else:
             _check_model(model)
             built, config = model, dict(name=name, pretrained=pretrained, model=model)
-        model = built
-        mean = getattr(model.visual, "image_mean", None) or OPENAI_IMAGE_MEAN
-        std = getattr(model.visual, "image_std", None) or OPENAI_IMAGE_STD
-        super().__init__(model, mean, std)
+        visual = getattr(built, "visual", None)
+        mean = getattr(visual, "image_mean", None) or OPENAI_IMAGE_MEAN
+        std = getattr(visual, "image_std", None) or OPENAI_IMAGE_STD
+        super().__init__(built, mean, std)
         self.name, self.pretrained = name, pretrained
         self._register_config(**config)
 
-    @property
-    def image_size(self) -> int:
-        size = self.clip.visual.image_size
-        return int(size[0] if isinstance(size, (tuple, list)) else size)
 
-
-class HFClipAdapter(PretrainedMixin, BaseClipAdapter):
+class HFClipAdapter(PretrainedMixin, _PackagedClipAdapter):
     """A Hugging Face ``transformers.CLIPModel``, loaded by hub ``name`` or given as ``model``.
 
     Text encodings are the text tower's last hidden states (after its final LayerNorm); image encodings
-    its last hidden states at the patch positions.
+    its last hidden states at the patch positions.  Inside a checkpoint load the model is built from its
+    ``config.json`` in the local Hugging Face cache (fetched only with ``allow_download``).
     """
+
+    _full_context_text = False
 
     @strict_keywords()
     def __init__(self, name: str = "openai/clip-vit-base-patch32", model: Optional[nn.Module] = None,
                  image_mean: Sequence[float] = OPENAI_IMAGE_MEAN, image_std: Sequence[float] = OPENAI_IMAGE_STD) -> None:
         if model is None:
-            transformers = import_optional("transformers", "HFClipAdapter", "hf", "transformers")
-            built = transformers.CLIPModel.from_pretrained(name)
-            config = dict(name=name)
+            built, config = hf_clip(name, "HFClipAdapter", "hf"), dict(name=name)
         else:
             _check_model(model)
             built, config = model, dict(name=name, model=model)
         super().__init__(built, image_mean, image_std)
         self.name = name
         self._register_config(**config, image_mean=list(image_mean), image_std=list(image_std))
-
-    @property
-    def dim_latent(self) -> int:
-        return int(self.clip.config.projection_dim)
-
-    @property
-    def dim_text_encodings(self) -> int:
-        return int(self.clip.config.text_config.hidden_size)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.clip.config.vision_config.image_size)
-
-    @property
-    def image_channels(self) -> int:
-        return int(self.clip.config.vision_config.num_channels)
-
-    @property
-    def max_text_len(self) -> int:
-        return int(self.clip.config.text_config.max_position_embeddings)
-
-    def _embed_text(self, tokens: torch.Tensor) -> EmbeddedText:
-        mask = text_mask_through_eot(tokens, eot_id=CLIP_EOT_ID)
-        out = self.clip.text_model(input_ids=tokens, attention_mask=mask.long(), return_dict=True)
-        text_embed = self.clip.text_projection(out.pooler_output)
-        encodings = out.last_hidden_state.float() * mask[..., None]
-        return EmbeddedText(F.normalize(text_embed.float(), dim=-1), encodings, mask)
-
-    def _embed_image(self, images: torch.Tensor) -> EmbeddedImage:
-        dtype = next(self.clip.parameters()).dtype
-        out = self.clip.vision_model(pixel_values=images.to(dtype), return_dict=True)
-        image_embed = self.clip.visual_projection(out.pooler_output)
-        return EmbeddedImage(F.normalize(image_embed.float(), dim=-1), out.last_hidden_state[:, 1:].float())

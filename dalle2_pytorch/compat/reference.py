@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from dalle2_pytorch.compat.checkpoint import read_reference_checkpoint
-from dalle2_pytorch.compat.hub import is_hub_name, resolve_reference_path
+from dalle2_pytorch.hub import resolve_pretrained
 from dalle2_pytorch.compat.prior import convert_reference_prior_state
 from dalle2_pytorch.compat.train_config import (decoder_kwargs_from_training_config, is_decoder_training_config,
                                                 is_prior_training_config, prior_kwargs_from_training_config)
@@ -46,16 +46,14 @@ _RECOMPUTED_DECODER_PREFIXES = ("noise_schedulers.", "lowres_conds.")
 def read_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
     """A reference state dict from ``.safetensors`` or a ``.pt``/``.pth`` file in any published layout
     (see :func:`~dalle2_pytorch.compat.checkpoint.read_reference_checkpoint`; ``ema_model`` preferred)."""
-    return read_reference_checkpoint(resolve_reference_path(path)).state
+    return read_reference_checkpoint(resolve_pretrained(path)).state
 
 
 def read_reference_kwargs(kwargs: ReferenceKwargs) -> dict[str, Any]:
-    """The model description as a dict, from a dict or a JSON file (a local path or a ``hub:`` name);
+    """The model description as a dict, from a dict or a JSON file (a local path or a Hub name);
     a fixture's ``kwargs`` entry is unwrapped."""
-    if is_hub_name(kwargs):
-        kwargs = resolve_reference_path(kwargs)
     if not isinstance(kwargs, Mapping):
-        kwargs = json.loads(Path(kwargs).read_text())
+        kwargs = json.loads(resolve_pretrained(kwargs).read_text())
     kwargs = dict(kwargs)
     if "kwargs" in kwargs:  # a whole fixture description
         kwargs = dict(kwargs["kwargs"])
@@ -90,7 +88,7 @@ def load_reference_decoder(cls: type, path: str | Path, kwargs: ReferenceKwargs,
     if is_decoder_training_config(description):  # the reference's TrainDecoderConfig JSON
         description = decoder_kwargs_from_training_config(description)[0]
     unet_kwargs, decoder_kwargs = split_reference_kwargs(description)
-    checkpoint = read_reference_checkpoint(resolve_reference_path(path), use_ema=use_ema)
+    checkpoint = read_reference_checkpoint(resolve_pretrained(path), use_ema=use_ema)
     release = detect_release(checkpoint.state, "decoder", version=version, saved_version=checkpoint.saved_version)
     options = unet_options(release)
     unets = [cls.unet_class(**{**options, **_tuples(kw)}) for kw in unet_kwargs]
@@ -127,7 +125,7 @@ def load_reference_prior(cls: type, path: str | Path, kwargs: ReferenceKwargs, *
     if unknown or "net" not in config:
         raise ValueError(f"config must have keys 'net', 'prior' and optionally 'image_embed_dim'; "
                          f"got {sorted(config)}")
-    checkpoint = read_reference_checkpoint(resolve_reference_path(path), use_ema=use_ema)
+    checkpoint = read_reference_checkpoint(resolve_pretrained(path), use_ema=use_ema)
     release = detect_release(checkpoint.state, "prior", version=version, saved_version=checkpoint.saved_version)
     options, bias_scale = prior_options(release)
     net = cls.network_class(**{**options, **config["net"]})

@@ -215,8 +215,11 @@ def check_sizes_fit_unets(unets: Sequence[nn.Module], stages: Sequence[Any], vae
 
 
 def configure_unet(unet: nn.Module, *, stage: StageSettings, vae: nn.Module, channels: int, unconditional: bool,
-                   condition_on_text_encodings: Optional[bool]) -> Unet:
-    """``unet`` with the flags of its place in the cascade (itself when they already match)."""
+                   condition_on_text_encodings: Optional[bool], clip: Optional[nn.Module] = None) -> Unet:
+    """``unet`` with the flags of its place in the cascade (itself when they already match).
+
+    A unet built without ``image_embed_dim`` / ``text_embed_dim`` takes them from ``clip`` (its ``dim_latent`` /
+    ``dim_text_encodings``) when it needs them, so ``Unet(dim=...)`` alone fits a decoder with a CLIP."""
     number = stage.number
     if not isinstance(unet, Unet):
         raise TypeError(f"unet {number} must be a dalle2_pytorch Unet, got {type(unet).__name__}")
@@ -228,6 +231,14 @@ def configure_unet(unet: nn.Module, *, stage: StageSettings, vae: nn.Module, cha
     if condition_on_text_encodings is False and unet.cond_on_text_encodings:
         raise ValueError(f"condition_on_text_encodings=False but unet {number} has cond_on_text_encodings=True")
     text = not unconditional and (unet.cond_on_text_encodings or (is_first and condition_on_text_encodings is True))
+    widths = {}
+    for name, clip_name, needed in (("text_embed_dim", "dim_text_encodings", text),
+                                    ("image_embed_dim", "dim_latent", not unconditional and (
+                                        is_first or unet.cond_on_image_embeds))):
+        if needed and getattr(unet, name) is None and getattr(clip, clip_name, None) is not None:
+            widths[name] = int(getattr(clip, clip_name))
+    if widths:
+        unet = unet.with_flags(**widths)
     if text and unet.text_embed_dim is None:
         raise ValueError(f"unet {number} must be conditioned on text encodings (condition_on_text_encodings=True) "
                          "but has no text_embed_dim; build it with text_embed_dim=<width of the text encodings>")

@@ -175,7 +175,7 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
 
         self.unets = nn.ModuleList(
             configure_unet(u, stage=s, vae=v, channels=channels, unconditional=self.unconditional,
-                           condition_on_text_encodings=condition_on_text_encodings)
+                           condition_on_text_encodings=condition_on_text_encodings, clip=self.clip)
             for u, s, v in zip(unets, self.stage_settings, vaes))
         self.vaes = nn.ModuleList(vaes)
         check_sizes_fit_unets(self.unets, self.stage_settings, vaes)

@@ -30,6 +30,31 @@ def _per_level(value, num_levels: int, name: str) -> tuple:
     return values
 
 
+def _level_switches(unet: "Unet", self_attn, layer_attns, layer_cross_attns,
+                    num_levels: int) -> tuple[tuple, tuple]:
+    """Per-level (self-attention, cross-attention) switches from the constructor's keywords.
+
+    ``layer_attns`` is another name of ``self_attn``: the config records it as ``self_attn`` (so a config
+    saved without the new keywords is unchanged) and ``layer_cross_attns`` only when it was given."""
+    if self_attn is not None and layer_attns is not None and \
+            _per_level(self_attn, num_levels, "self_attn") != _per_level(layer_attns, num_levels, "layer_attns"):
+        raise ValueError(f"self_attn={self_attn!r} and layer_attns={layer_attns!r} disagree: they are two names of "
+                         "one setting (per-level self-attention); give one of them")
+    chosen = layer_attns if layer_attns is not None else (False if self_attn is None else self_attn)
+    chosen_name = "layer_attns" if layer_attns is not None else "self_attn"
+    for name, value in ((chosen_name, chosen), ("layer_cross_attns", layer_cross_attns)):
+        for flag in (value if isinstance(value, (list, tuple)) else (value,)):
+            if flag is not None and not isinstance(flag, bool):
+                raise ValueError(f"{name}={value!r}: expected a bool or one bool per level")
+    unet.override_config(self_attn=lists_as_tuples("self_attn", chosen))
+    if layer_cross_attns is None:
+        cross = (False,) + (True,) * (num_levels - 1)
+    else:
+        cross = _per_level(layer_cross_attns, num_levels, "layer_cross_attns")
+        unet.override_config(layer_cross_attns=lists_as_tuples("layer_cross_attns", layer_cross_attns))
+    return _per_level(chosen, num_levels, chosen_name), cross
+
+
 class Unet(PretrainedMixin, nn.Module):
     """U-Net denoiser (keyword names as in the reference DALLE2-pytorch ``Unet``).
 
@@ -43,7 +68,12 @@ class Unet(PretrainedMixin, nn.Module):
         dim_mults: width multiplier per level; one level per entry.
         channels: input image channels. channels_out: output channels (default ``channels``;
             a Decoder with learned variance sets ``2 * channels``).
-        self_attn: full (multi-query) self-attention after each level's blocks; bool or one per level.
+        self_attn / layer_attns: full (multi-query) self-attention after each level's blocks; bool or one per
+            level (default False).  ``self_attn`` is the canonical name (saved configs hold it); ``layer_attns`` is
+            accepted too, and giving both with different values is a ValueError.
+        layer_cross_attns: whether each level's resnet blocks cross-attend to the conditioning tokens (time,
+            image-embedding and text tokens); bool or one per level.  Default (None): every level but the
+            first (full-resolution) one, as in the reference.  The middle blocks always cross-attend.
         attn_dim_head, attn_heads: shape of the self-/linear/window attention layers.
         lowres_cond: concatenate a low-resolution conditioning image to the input and before the output
             conv (upsampler of a cascade).
@@ -90,7 +120,7 @@ class Unet(PretrainedMixin, nn.Module):
     """
 
     @strict_keywords(hints=_REMOVED)
-    @register_to_config(convert=lists_as_tuples)
+    @register_to_config(convert=lists_as_tuples, exclude=("layer_attns", "layer_cross_attns"))
     def __init__(
         self,
         dim: int,
@@ -103,7 +133,9 @@ class Unet(PretrainedMixin, nn.Module):
         dim_mults: Sequence[int] = (1, 2, 4, 8),
         channels: int = 3,
         channels_out: int | None = None,
-        self_attn: bool | Sequence[bool] = False,
+        self_attn: bool | Sequence[bool] | None = None,
+        layer_attns: bool | Sequence[bool] | None = None,
+        layer_cross_attns: bool | Sequence[bool] | None = None,
         attn_dim_head: int = 32,
         attn_heads: int = 16,
         lowres_cond: bool = False,
@@ -145,6 +177,7 @@ class Unet(PretrainedMixin, nn.Module):
         check_constructor_args(config)
         dim_mults = tuple(dim_mults)
         num_levels = len(dim_mults)
+        self_attn, cross_attns = _level_switches(self, self_attn, layer_attns, layer_cross_attns, num_levels)
         self.channels, self.channels_out = channels, channels_out if channels_out is not None else channels
         self.lowres_cond, self.lowres_noise_cond, self.self_cond = lowres_cond, lowres_noise_cond, self_cond
         self.cond_on_image_embeds, self.cond_on_text_encodings = cond_on_image_embeds, cond_on_text_encodings
@@ -197,13 +230,13 @@ class Unet(PretrainedMixin, nn.Module):
         in_out = list(zip(dims[:-1], dims[1:]))
         self.downs, skip_dims = nn.ModuleList(), []
         for i, (d_in, d_out) in enumerate(in_out):
-            first, last = i == 0, i == num_levels - 1
+            last = i == num_levels - 1
             d_layer = d_out if memory_efficient else d_in
             skip_dims.append(d_layer)
             self.downs.append(DownLevel(
                 downsample_in=downsample(d_in, d_out) if memory_efficient else None,
                 init_block=resnet(d_layer, d_layer, groups[i]),
-                blocks=[resnet(d_layer, d_layer, groups[i], None if first else cond_dim)
+                blocks=[resnet(d_layer, d_layer, groups[i], cond_dim if cross_attns[i] else None)
                         for _ in range(blocks_per_level[i])],
                 attn=attention(d_layer, level_self_attn[i]),
                 to_next_stage=(downsample(d_layer, d_out) if not (last or memory_efficient)
@@ -220,7 +253,7 @@ class Unet(PretrainedMixin, nn.Module):
             level = num_levels - 1 - i
             last = i == num_levels - 1
             skip = skip_dims.pop()
-            cond = None if last else cond_dim
+            cond = cond_dim if cross_attns[level] else None
             self.ups.append(UpLevel(
                 init_block=resnet(d_out + skip, d_out, groups[level], cond),
                 blocks=[resnet(d_out + skip, d_out, groups[level], cond) for _ in range(blocks_per_level[level])],

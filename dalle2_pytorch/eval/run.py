@@ -19,6 +19,7 @@ from dalle2_pytorch.eval.features import ClipImageFeatures, RandomConvFeatures
 from dalle2_pytorch.eval.image_metrics import image_quality
 from dalle2_pytorch.eval.prior_metrics import evaluate_prior
 from dalle2_pytorch.eval.toy_metrics import toy_faithfulness
+from dalle2_pytorch.hub import resolve_pretrained
 
 FEATURE_CHOICES = ("random", "clip")
 
@@ -39,7 +40,7 @@ def run_evaluation(checkpoint_dir: str | Path, *, images_per_caption: int = 4, n
     from dalle2_pytorch.dalle2 import DALLE2
     from dalle2_pytorch.data import ToyShapesDataset
 
-    directory = Path(checkpoint_dir)
+    directory = resolve_pretrained(checkpoint_dir)  # a folder, or a Hugging Face Hub id of one
     if not directory.is_dir():
         raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is not a directory")
     for name, value, low in (("images_per_caption", images_per_caption, 1), ("num_real_images", num_real_images, 4)):

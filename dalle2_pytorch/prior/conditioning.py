@@ -58,6 +58,16 @@ def embed_image(clip: Any, *, image: torch.Tensor | None, image_embed: torch.Ten
     return check_embedding("image_embed", image_embed, dim)
 
 
+def most_similar_candidates(candidate_embeds: torch.Tensor, text_embed: torch.Tensor, per_text: int) -> torch.Tensor:
+    """For each text, the index (0 .. per_text-1) of its candidate whose embedding has the highest cosine to the
+    text embedding.  ``candidate_embeds`` (b * per_text, d) holds ``per_text`` consecutive candidates per text,
+    ``text_embed`` (b, d); returns (b,) indices.  Used on prior samples and on decoder images alike."""
+    candidates = candidate_embeds.view(text_embed.shape[0], per_text, -1)
+    sims = torch.einsum("brd,bd->br", nn.functional.normalize(candidates, dim=-1),
+                        nn.functional.normalize(text_embed.to(candidates.dtype), dim=-1))
+    return sims.argmax(dim=1)
+
+
 def rerank_by_text_similarity(image_embeds: torch.Tensor, text_embed: torch.Tensor, per_text: int) -> torch.Tensor:
     """Keep, for each text, the candidate image embed with the highest cosine to its text embed.
 
@@ -65,7 +75,5 @@ def rerank_by_text_similarity(image_embeds: torch.Tensor, text_embed: torch.Tens
     ``text_embed`` (b, d).  This is the DALL-E 2 paper's rerank of prior samples.
     """
     candidates = image_embeds.view(text_embed.shape[0], per_text, -1)
-    sims = torch.einsum("brd,bd->br", nn.functional.normalize(candidates, dim=-1),
-                        nn.functional.normalize(text_embed.to(candidates.dtype), dim=-1))
-    best = sims.argmax(dim=1)
+    best = most_similar_candidates(image_embeds, text_embed, per_text)
     return candidates[torch.arange(candidates.shape[0], device=candidates.device), best]

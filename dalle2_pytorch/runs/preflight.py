@@ -79,12 +79,11 @@ def _clip_on_meta(source: Optional[ClipSource], findings: Findings):
     if source is None:
         return None
     if source.kind != "builtin":
-        from dalle2_pytorch.clip import adapters
+        from dalle2_pytorch.clip.pretrained import import_optional
 
-        module = {"openai": "clip", "open_clip": "open_clip", "hf": "transformers"}[source.kind]
         extra = {"openai": "openai-clip", "open_clip": "open-clip", "hf": "hf"}[source.kind]
-        try:
-            adapters.import_optional(module, f"model.clip.kind={source.kind!r}", extra, module)
+        try:  # every pretrained CLIP loads through transformers
+            import_optional("transformers", f"model.clip.kind={source.kind!r}", extra, "transformers")
         except ImportError as error:
             findings.pending.append(at_path(error, "model.clip"))
         return None

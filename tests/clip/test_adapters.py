@@ -133,11 +133,18 @@ def test_openai_layout_adapters_on_a_stand_in_model(adapter_class):
 
 
 @pytest.mark.parametrize("adapter_class, module, extra", [
-    (OpenAIClipAdapter, "clip", "openai-clip"), (OpenClipAdapter, "open_clip", "open-clip"), (HFClipAdapter, "transformers", "hf")])
+    (OpenAIClipAdapter, "transformers", "openai-clip"), (OpenClipAdapter, "open_clip", "open-clip"),
+    (HFClipAdapter, "transformers", "hf")])
 def test_missing_package_names_the_extra(monkeypatch, adapter_class, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
     with pytest.raises(ImportError, match=rf"unclip-pytorch\[{extra}\]"):
         adapter_class()
+
+
+def test_openai_resnets_still_need_the_clip_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "clip", None)
+    with pytest.raises(ImportError, match=r"clip-anytorch.*ViT-L/14"):
+        OpenAIClipAdapter("RN50")
 
 
 def test_base_adapter_subclass_for_a_custom_clip():
@@ -193,7 +200,7 @@ def test_hf_adapter_matches_get_features():
 
 @pytest.mark.optional
 def test_openai_clip_package_adapter():
-    openai_clip = pytest.importorskip("clip", reason="optional extra 'openai-clip' (needs torchvision) not installed")
+    openai_clip = pytest.importorskip("clip", reason="OpenAI's clip package (needs torchvision) not installed; its ViTs through transformers: test_openai_adapters.py")
     torch.manual_seed(0)
     model = openai_clip.model.CLIP(embed_dim=16, image_resolution=32, vision_layers=1, vision_width=32,
                                    vision_patch_size=8, context_length=77, vocab_size=49408, transformer_width=32,
@@ -211,7 +218,7 @@ def test_openai_clip_package_adapter():
 
 @pytest.mark.optional
 def test_open_clip_package_adapter():
-    open_clip = pytest.importorskip("open_clip", reason="optional extra 'open-clip' (needs torchvision) not installed")
+    open_clip = pytest.importorskip("open_clip", reason="the open_clip package (needs torchvision) not installed; open_clip files through transformers: test_openai_adapters.py")
     torch.manual_seed(0)
     model = open_clip.model.CLIP(
         embed_dim=16, vision_cfg=open_clip.model.CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=32),
