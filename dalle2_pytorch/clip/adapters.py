@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dalle2_pytorch.errors import MissingExtraError, install_hint
 from dalle2_pytorch.clip.model import CLIP
 from dalle2_pytorch.clip.openai_weights import is_openai_layout, openai_state_to_hf
 from dalle2_pytorch.clip.outputs import EmbeddedImage, EmbeddedText
 from dalle2_pytorch.clip.pretrained import hf_clip, is_hf_clip, open_clip, openai_clip
 from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE
+from dalle2_pytorch.init_config import register_to_config
 from dalle2_pytorch.serialization import PretrainedMixin
 from dalle2_pytorch.validation import strict_keywords
 
@@ -121,17 +121,30 @@ class BaseClipAdapter(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement _embed_image(images)")
 
 
+def _given_model(adapter: PretrainedMixin, model: Any) -> nn.Module:
+    """A CLIP given as an object: checked, and recorded in the adapter's config only then (a model object cannot be
+    written into config.json, so saving such an adapter raises TypeError; one loaded by name saves its name)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    adapter.override_config(model=model)
+    return model
+
+
+def _mean_std_as_lists(name: str, value: Any) -> Any:
+    """Record the normalisation constants as JSON lists, whatever sequence they were given as."""
+    return list(value) if name in ("image_mean", "image_std") and value is not None else value
+
+
 class BuiltinClipAdapter(PretrainedMixin, BaseClipAdapter):
     """Adapter for this package's :class:`CLIP`; images go in as given (resized only) unless a mean/std is set."""
 
     @strict_keywords()
+    @register_to_config(convert=_mean_std_as_lists)
     def __init__(self, clip: CLIP, image_mean: Optional[Sequence[float]] = None,
                  image_std: Optional[Sequence[float]] = None) -> None:
         if not isinstance(clip, CLIP):
             raise TypeError(f"BuiltinClipAdapter wraps a dalle2_pytorch CLIP, got {type(clip).__name__}")
         super().__init__(clip, image_mean, image_std)
-        self._register_config(clip=clip, image_mean=None if image_mean is None else list(image_mean),
-                              image_std=None if image_std is None else list(image_std))
 
     @property
     def dim_latent(self) -> int:
@@ -268,11 +281,6 @@ class _PackagedClipAdapter(BaseClipAdapter):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _check_model(model: Any) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-
-
 class OpenAIClipAdapter(PretrainedMixin, _PackagedClipAdapter):
     """OpenAI's pretrained CLIP by ``name``, or a given ``model`` (the ``clip`` package's or a transformers one).
 
@@ -281,15 +289,11 @@ class OpenAIClipAdapter(PretrainedMixin, _PackagedClipAdapter):
     model computes, without torchvision; other names (the ResNets) need OpenAI's ``clip`` package."""
 
     @strict_keywords()
+    @register_to_config(exclude=("model",))
     def __init__(self, name: str = "ViT-B/32", model: Optional[nn.Module] = None) -> None:
-        if model is None:
-            built, config = openai_clip(name), dict(name=name)
-        else:  # a model given as an object cannot be written into a JSON config: saving one raises TypeError
-            _check_model(model)
-            built, config = model, dict(name=name, model=model)
+        built = openai_clip(name) if model is None else _given_model(self, model)
         super().__init__(built, OPENAI_IMAGE_MEAN, OPENAI_IMAGE_STD)
         self.name = name
-        self._register_config(**config)
 
 
 class OpenClipAdapter(PretrainedMixin, _PackagedClipAdapter):
@@ -300,18 +304,14 @@ class OpenClipAdapter(PretrainedMixin, _PackagedClipAdapter):
     ``pretrained`` tags need the ``open_clip`` package (extra ``open-clip``, which needs torchvision)."""
 
     @strict_keywords()
+    @register_to_config(exclude=("model",))
     def __init__(self, name: str = "ViT-B/32", pretrained: str = "laion400m_e32", model: Optional[nn.Module] = None) -> None:
-        if model is None:
-            built, config = open_clip(name, pretrained), dict(name=name, pretrained=pretrained)
-        else:
-            _check_model(model)
-            built, config = model, dict(name=name, pretrained=pretrained, model=model)
+        built = open_clip(name, pretrained) if model is None else _given_model(self, model)
         visual = getattr(built, "visual", None)
         mean = getattr(visual, "image_mean", None) or OPENAI_IMAGE_MEAN
         std = getattr(visual, "image_std", None) or OPENAI_IMAGE_STD
         super().__init__(built, mean, std)
         self.name, self.pretrained = name, pretrained
-        self._register_config(**config)
 
 
 class HFClipAdapter(PretrainedMixin, _PackagedClipAdapter):
@@ -325,13 +325,9 @@ class HFClipAdapter(PretrainedMixin, _PackagedClipAdapter):
     _full_context_text = False
 
     @strict_keywords()
+    @register_to_config(exclude=("model",), convert=_mean_std_as_lists)
     def __init__(self, name: str = "openai/clip-vit-base-patch32", model: Optional[nn.Module] = None,
                  image_mean: Sequence[float] = OPENAI_IMAGE_MEAN, image_std: Sequence[float] = OPENAI_IMAGE_STD) -> None:
-        if model is None:
-            built, config = hf_clip(name, "HFClipAdapter", "hf"), dict(name=name)
-        else:
-            _check_model(model)
-            built, config = model, dict(name=name, model=model)
+        built = hf_clip(name, "HFClipAdapter", "hf") if model is None else _given_model(self, model)
         super().__init__(built, image_mean, image_std)
         self.name = name
-        self._register_config(**config, image_mean=list(image_mean), image_std=list(image_std))
