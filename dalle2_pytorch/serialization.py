@@ -196,11 +196,6 @@ class PretrainedMixin:
         """Inside a ``@register_to_config`` constructor: record ``values`` instead of the arguments given."""
         override_config(self, **values)
 
-    def _register_config(self, **kwargs: Any) -> None:
-        """Set the whole config by hand: only for wrappers whose config is not their signature (CLIP adapters
-        that record an optional ``model`` only when one was given)."""
-        self._config = dict(kwargs)
-
     @property
     def config(self) -> dict[str, Any]:
         if "_config" not in self.__dict__:

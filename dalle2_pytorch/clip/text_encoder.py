@@ -18,7 +18,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from dalle2_pytorch.clip.adapters import BaseClipAdapter, import_optional, to_clip_adapter
+from dalle2_pytorch.clip.adapters import BaseClipAdapter, to_clip_adapter
+from dalle2_pytorch.clip.pretrained import import_optional
+from dalle2_pytorch.init_config import register_to_config
 from dalle2_pytorch.serialization import PretrainedMixin
 
 
@@ -47,6 +49,7 @@ class TextEncoderClipAdapter(PretrainedMixin, BaseClipAdapter):
         max_encoder_len: the encoder's tokens per text (longer texts are cut; default the CLIP's text length).
     """
 
+    @register_to_config
     def __init__(self, clip: Any, text_encoder_name: str, max_encoder_len: Optional[int] = None) -> None:
         inner = to_clip_adapter(clip)
         if not isinstance(text_encoder_name, str) or not text_encoder_name:
@@ -56,7 +59,6 @@ class TextEncoderClipAdapter(PretrainedMixin, BaseClipAdapter):
         self.text_encoder.requires_grad_(False)
         self.text_encoder.eval()
         self.max_encoder_len = int(max_encoder_len or inner.max_text_len)
-        self._register_config(clip=clip, text_encoder_name=text_encoder_name, max_encoder_len=max_encoder_len)
 
     def train(self, mode: bool = True) -> "TextEncoderClipAdapter":
         super().train(mode)

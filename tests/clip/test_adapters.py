@@ -232,3 +232,15 @@ def test_open_clip_package_adapter():
     assert torch.allclose(adapter.embed_text(tokens).text_embed, expected, atol=1e-5)
     assert torch.allclose(adapter.embed_image(pixels).image_embed, expected_image, atol=1e-5)
     assert (adapter.dim_latent, adapter.image_size, adapter.max_text_len) == (16, 32, 77)
+
+
+def test_builtin_adapter_records_its_arguments_and_round_trips(tmp_path):
+    adapter = BuiltinClipAdapter(tiny_clip(), image_mean=(0.5, 0.4, 0.3), image_std=(0.2, 0.2, 0.2))
+    config = adapter.config
+    assert list(config) == ["clip", "image_mean", "image_std"]
+    assert config["image_mean"] == [0.5, 0.4, 0.3] and config["image_std"] == [0.2, 0.2, 0.2]
+    assert BuiltinClipAdapter(tiny_clip()).config["image_mean"] is None
+    adapter.save_pretrained(tmp_path)
+    loaded = BuiltinClipAdapter.from_pretrained(tmp_path)
+    images = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(loaded.embed_image(images).image_embed, adapter.embed_image(images).image_embed)
