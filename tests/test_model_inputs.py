@@ -21,7 +21,7 @@ from tests.serve.tiny_model import tiny_dalle2
 MISSPELT = {
     "CLIP": {"dim_txt": 8}, "Unet": {"dims": 8}, "Decoder": {"unets": None}, "DiffusionPriorNetwork": {"dept": 1},
     "DiffusionPrior": {"timestep": 10}, "DALLE2": {"priors": None}, "SamplingDefaults": {"sampeler": "ddim"},
-    "DecoderTrainer": {"learning_rate": 1e-4}, "DiffusionPriorTrainer": {"lrate": 1e-4},
+    "DecoderTrainer": {"learning_rate": 1e-4}, "DALLE2Trainer": {"lrate": 1e-4}, "DiffusionPriorTrainer": {"lrate": 1e-4},
     "VQGanVAETrainer": {"lr_rate": 1e-4}, "VQGanVAE": {"layer": 2}, "NullVQGanVAE": {"channel": 3},
     "OpenAIClipAdapter": {"nme": "ViT-B/32"}, "OpenClipAdapter": {"pretrain": "x"},
 }
