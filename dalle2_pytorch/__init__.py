@@ -1,4 +1,4 @@
-"""dalle2-pytorch: DALL-E 2 (unCLIP) in PyTorch.
+"""unclip-pytorch (import name ``dalle2_pytorch``): DALL-E 2 (unCLIP) in PyTorch.
 
 The public names of the seed README are importable from the top level.  They are loaded
 lazily so that `import dalle2_pytorch` stays fast and a part that needs an optional extra

@@ -10,7 +10,8 @@ the staging folder into place and deletes the old one.  A process killed between
 renames it back, so the previous folder is never lost.  One writer per folder at a time (the staging name is fixed, so
 that every process of a distributed run can write into the same staging folder).
 
-This module is the package's lowest layer: it imports nothing from ``dalle2_pytorch``.
+A full disk while writing is a :class:`~dalle2_pytorch.errors.DiskFullError` naming the file.  This module imports
+nothing from ``dalle2_pytorch`` but :mod:`dalle2_pytorch.errors`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
+
+from dalle2_pytorch.errors import writing
 
 __all__ = ["atomic_folder", "atomic_write_bytes", "atomic_write_with", "begin_folder", "commit_folder",
            "fsync_directory", "recover_interrupted_swap"]
@@ -50,14 +53,16 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
     ``write`` fails; ``path`` is untouched until the rename.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
     try:
-        write(Path(tmp))
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-        fsync_directory(path.parent)
+        with writing(path):
+            write(Path(tmp))
+            _fsync_file(tmp)
+            os.replace(tmp, path)
+            fsync_directory(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

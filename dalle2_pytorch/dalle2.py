@@ -30,6 +30,7 @@ from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.pipeline_files import (COMPONENTS, PIPELINE_FILE, SamplingDefaults, find_layout,
                                            pipeline_file_contents, read_legacy_sampling, read_pipeline_file)
 from dalle2_pytorch.serialization import PretrainedMixin, register_to_config, resolve_class, save_json
+from dalle2_pytorch.validation import check_seed, strict_keywords
 
 TextInput = Union[str, Sequence[str], torch.Tensor]
 
@@ -95,6 +96,7 @@ class DALLE2(ManipulationsMixin, PretrainedMixin, nn.Module):
     """
 
     # the sampling defaults are saved in pipeline.json; the sizes are recorded as the prior and decoder they built
+    @strict_keywords()
     @register_to_config(exclude=("sampling", *BUILD_KEYWORDS))
     def __init__(self, *, prior: Optional[DiffusionPrior] = None, decoder: Optional[Decoder] = None,
                  prior_num_samples: int = 2, decoder_num_samples: int = 1, return_best: bool = True,
@@ -263,7 +265,7 @@ class DALLE2(ManipulationsMixin, PretrainedMixin, nn.Module):
         if seed is not None:
             if generator is not None:
                 raise ValueError("pass seed= or generator=, not both")
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+            generator = torch.Generator(device=self.device).manual_seed(check_seed("seed", seed))
 
         was_training = self.training
         self.eval()

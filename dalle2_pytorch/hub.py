@@ -80,7 +80,7 @@ def resolve_pretrained(path_or_id: Union[str, os.PathLike], revision: Optional[s
         import huggingface_hub
     except ImportError as error:
         raise ImportError(f"{name!r} is not a local path, and loading it from the Hugging Face Hub needs "
-                          "huggingface_hub: pip install 'dalle2-pytorch[hub]'") from error
+                          "huggingface_hub: pip install 'unclip-pytorch[hub]'") from error
     try:
         snapshot = huggingface_hub.snapshot_download(
             repo_id=repo_id, revision=revision, allow_patterns=None if inner is None else [inner, f"{inner}/*"],

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional, Union
 
 from dalle2_pytorch.diffusion.samplers import resolve_sampler
 from dalle2_pytorch.serialization import CONFIG_NAME, FORMAT_VERSION, load_json
+from dalle2_pytorch.validation import strict_keywords
 
 PIPELINE_FILE = "pipeline.json"
 LEGACY_SAMPLING_FILE = "sampling.json"  # the settings the demo wrote beside prior/ and decoder/ before pipeline.json
@@ -160,6 +161,10 @@ class SamplingDefaults:
             return cls(**kwargs)
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
+
+
+# a misspelt setting names the accepted ones (the dataclass's own __init__ would only say "unexpected keyword")
+SamplingDefaults.__init__ = strict_keywords()(SamplingDefaults.__init__)  # type: ignore[method-assign]
 
 
 # ----------------------------------------------------------------------------- layouts

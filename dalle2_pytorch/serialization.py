@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dalle2_pytorch.atomic import atomic_write_bytes, atomic_write_with
+from dalle2_pytorch.errors import BadFileError, loading_state_dict, reading
 from dalle2_pytorch.hub import loading_checkpoint, resolve_pretrained
 from dalle2_pytorch.init_config import override_config, register_to_config
 
@@ -28,6 +29,10 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _PACKAGE = "dalle2_pytorch"
+MAX_PARAMETERS_ENV = "DALLE2_MAX_PARAMETERS"
+DEFAULT_MAX_PARAMETERS = 4_000_000_000
+"""The most parameters :meth:`PretrainedMixin.from_pretrained` builds unless told otherwise: twice the largest
+published DALL-E 2 checkpoint, far below what a crafted ``config.json`` (``dim: 65536, depth: 64``) asks for."""
 
 
 # ----------------------------------------------------------------------------- atomic files
@@ -39,8 +44,14 @@ def save_json(obj: Any, path: str | os.PathLike) -> None:
 
 
 def load_json(path: str | os.PathLike) -> Any:
-    with open(path, "r", encoding="utf-8") as handle:
-        return json.load(handle)
+    """The JSON in ``path``; a truncated or corrupt file is a :class:`~dalle2_pytorch.errors.BadFileError` naming it."""
+    with reading(path, "JSON file"):
+        try:
+            with open(path, "r", encoding="utf-8") as handle:
+                return json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise BadFileError(f"{path}: not valid JSON ({error}); re-create the file (it may be truncated)") \
+                from error
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
@@ -60,12 +71,15 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    return load_file(str(path), device=str(device))
+    """Every tensor of a safetensors file; a truncated or corrupt file is a ``BadFileError`` naming it."""
+    with reading(path, "safetensors file"):
+        return load_file(str(path), device=str(device))
 
 
 def load_legacy_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a ``.pt``/``.pth`` file without running pickle code (``weights_only=True``)."""
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    with reading(path, "checkpoint"):
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict):
@@ -147,6 +161,27 @@ def resolve_class(path: str) -> type:
     return obj
 
 
+def check_config_size(cls: type, config: dict[str, Any], source: str | os.PathLike,
+                      max_parameters: int | None = None) -> int:
+    """The parameter count of ``cls.from_config(config)``, counted on the meta device (nothing allocated); a
+    :class:`~dalle2_pytorch.errors.BadFileError` when it exceeds ``max_parameters`` (default: the environment
+    variable ``DALLE2_MAX_PARAMETERS``, else :data:`DEFAULT_MAX_PARAMETERS`)."""
+    if max_parameters is None:
+        setting = os.environ.get(MAX_PARAMETERS_ENV, str(DEFAULT_MAX_PARAMETERS))
+        if not setting.isdigit():
+            raise ValueError(f"{MAX_PARAMETERS_ENV}={setting!r}: expected a whole number of parameters")
+        max_parameters = int(setting)
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        empty = cls.from_config(config)
+    count = sum(parameter.numel() for parameter in empty.parameters())
+    if count > max_parameters:
+        raise BadFileError(
+            f"{source}: describes a {cls.__name__} of {count:,} parameters ({count * 4 / 2 ** 30:.1f} GiB in "
+            f"float32), more than the {max_parameters:,} allowed; refusing to allocate it. If the file is what you "
+            f"meant, pass max_parameters= or set {MAX_PARAMETERS_ENV}")
+    return count
+
+
 class PretrainedMixin:
     """``save_pretrained``/``from_pretrained`` for an ``nn.Module`` built from keyword arguments.
 
@@ -189,18 +224,22 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu",
-                        strict: bool = True, *, revision: str | None = None, allow_download: bool | None = None):
+                        strict: bool = True, *, revision: str | None = None, allow_download: bool | None = None,
+                        max_parameters: int | None = None):
         """Rebuild a model saved by :meth:`save_pretrained`, from a folder or a Hugging Face Hub id
         (:func:`dalle2_pytorch.hub.resolve_pretrained`; ``revision`` as there).
 
         Models the config names (CLIP adapters) are built without downloading unless ``allow_download``
-        (see :func:`dalle2_pytorch.hub.loading_checkpoint`); the saved weights replace theirs."""
+        (see :func:`dalle2_pytorch.hub.loading_checkpoint`); the saved weights replace theirs.  The config is built
+        on the meta device first, and refused when it describes more than ``max_parameters`` parameters (see
+        :func:`check_config_size`), so a corrupt or crafted file cannot exhaust memory."""
         directory = resolve_pretrained(directory, revision)
         with loading_checkpoint(allow_download):
-            return cls._from_local_folder(directory, map_location, strict)
+            return cls._from_local_folder(directory, map_location, strict, max_parameters)
 
     @classmethod
-    def _from_local_folder(cls, directory: Path, map_location: str | torch.device, strict: bool):
+    def _from_local_folder(cls, directory: Path, map_location: str | torch.device, strict: bool,
+                           max_parameters: int | None = None):
         config_path = directory / CONFIG_NAME
         if not config_path.is_file():
             raise FileNotFoundError(f"{config_path} not found: is {directory} a folder written by save_pretrained?")
@@ -211,7 +250,9 @@ class PretrainedMixin:
         saved_cls = resolve_class(meta["class"])
         if not issubclass(saved_cls, cls):
             raise TypeError(f"{directory} holds a {saved_cls.__name__}, not a {cls.__name__}")
+        check_config_size(saved_cls, meta["config"], config_path, max_parameters)
         model = saved_cls.from_config(meta["config"])
         state = load_tensors(directory / WEIGHTS_NAME, device=map_location)
-        model.load_state_dict(state, strict=strict)  # type: ignore[attr-defined]
+        with loading_state_dict(directory / WEIGHTS_NAME, saved_cls.__name__):
+            model.load_state_dict(state, strict=strict)  # type: ignore[attr-defined]
         return model.to(map_location)  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import numbers
 from typing import Any, Callable, Collection, Mapping, Optional
 
 
@@ -54,6 +55,27 @@ def check_positive_int(name: str, value: Any, *, optional: bool = False, what: s
     if not is_int(value) or value < 1:
         raise ValueError(f"{name}={value!r}: expected a positive int{' (' + what + ')' if what else ''}"
                          f"{' or None' if optional else ''}")
+
+
+MAX_SEED = 2 ** 64 - 1
+"""The largest seed a ``torch.Generator`` takes (seeds are unsigned 64-bit integers)."""
+
+
+def check_seed(name: str, value: Any) -> int:
+    """``value`` is an int from 0 to 2**64 - 1, what ``torch.Generator.manual_seed`` takes; returned as an int."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name}={value!r}: expected an int from 0 to 2**64 - 1 (a torch generator's seed)")
+    return int(value)
+
+
+def check_finite(name: str, value: Any) -> None:
+    """A floating tensor ``value`` holds no NaN or inf (those would only turn into NaN losses or samples)."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise ValueError(f"{name} holds {bad} NaN or inf value(s) of {value.numel()}; drop or repair those rows "
+                         "before passing them")
 
 
 def check_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False,

@@ -8,6 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dalle2_pytorch"
 
 # lowest first; a layer may import only from the layers before it (modules on one line must not import each other)
 LAYERS = [
+    {"errors"},
     {"validation", "atomic", "init_config", "hub"},
     {"images", "serialization"},
     {"diffusion"},

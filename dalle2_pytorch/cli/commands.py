@@ -29,6 +29,10 @@ def train(args: argparse.Namespace) -> int:
                          + (" (or --images DIR)" if args.kind == "decoder" else ""))
     else:
         config = load_train_config(args.config, kind=args.kind)
+    from dalle2_pytorch.runs.preflight import preflight
+
+    # every check `dalle2 config validate` makes, before anything is allocated or trained
+    preflight(config).raise_if_any(args.config or args.images, pending_are_errors=True)
     training = TrainingRun(config, resume=args.resume)
     summary = training.run()
     if training.accelerator.is_main_process:
@@ -67,6 +71,9 @@ def sample(args: argparse.Namespace) -> int:
 
     if args.num_images < 1:
         raise ValueError(f"--num-images {args.num_images}: expected at least 1")
+    from dalle2_pytorch.validation import check_seed
+
+    check_seed("--seed", args.seed)
     pipeline = DALLE2.from_pretrained(args.checkpoint)
     cond_scale = None if args.cond_scale is None else \
         pipeline.sampling_defaults.with_first_unet_guidance(args.cond_scale, pipeline.decoder.num_unets)
@@ -121,8 +128,42 @@ def config_validate(args: argparse.Namespace) -> int:
         load_demo(args.file)
         print(f"{args.file}: valid demo config (and its stage configs)")
         return 0
+    from dalle2_pytorch.runs.preflight import preflight
+
     config = load_train_config(args.file)
-    print(f"{args.file}: valid {config.kind} config")
+    findings = preflight(config)
+    findings.raise_if_any(args.file, pending_are_errors=False)
+    print(f"{args.file}: valid {config.kind} config (models built empty, sizes, steps, sampler, metric and data "
+          "paths checked)")
+    for note in findings.pending:
+        print(f"  note: {note}")
+    return 0
+
+
+def config_example(args: argparse.Namespace) -> int:
+    """List the example configs, or copy one (a demo: with its stage configs) into ``--out``."""
+    from dalle2_pytorch.runs.config_base import read_config_file
+    from dalle2_pytorch.runs.demo import CONFIG_DIR, STAGES
+
+    examples = {path.stem: path for path in sorted(CONFIG_DIR.glob("*.json"))}
+    if args.name is None:
+        for name, path in examples.items():
+            print(f"{name:24s} {read_config_file(path).get('kind')}")
+        return 0
+    name = args.name.removesuffix(".json")
+    if name not in examples:
+        raise ValueError(f"no example config {args.name!r}; choose one of {', '.join(examples)}")
+    source = examples[name]
+    data = read_config_file(source)
+    files = [source] + ([CONFIG_DIR / data[stage] for stage in STAGES] if data.get("kind") == "demo" else [])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        target = out / path.name
+        if target.exists():
+            raise FileExistsError(f"{target} exists; remove it or choose another --out")
+        target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+        print(f"wrote {target}")
     return 0
 
 

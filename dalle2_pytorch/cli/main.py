@@ -1,6 +1,9 @@
 """The `dalle2` command (and its `dream` alias): a thin argparse front end over train/, data/ and the models.
 
 Errors a user can cause print one line (``error: ...``) and exit with status 2; ``--debug`` shows the traceback.
+Those are :class:`dalle2_pytorch.errors.UserError` (raised where the library reads or writes files and data) and the
+``ValueError``/``TypeError``/``OSError``/``ImportError`` of the entry-point checks.  Anything else is a bug of ours:
+its traceback is shown with a line saying so, exit status 1.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ from typing import Sequence
 
 from dalle2_pytorch.cli import commands
 from dalle2_pytorch.cli.manipulate_commands import add_manipulation_commands
+from dalle2_pytorch.errors import DISTRIBUTION, UserError
 from dalle2_pytorch.hub import allow_downloads
+
+# what the entry-point checks raise on bad input (UserError covers what the library raises on bad files and data)
+USER_ERRORS = (UserError, ValueError, TypeError, ImportError, OSError, FloatingPointError)
 
 PIPELINE_HELP = ("a pipeline folder: DALLE2.save_pretrained output (pipeline.json, prior/, decoder/) or an older "
                  "`dalle2 demo` / DALLE2 folder, or a Hugging Face Hub id of one (org/repo[@revision][/subfolder], "
@@ -105,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--kind", choices=["clip", "prior", "decoder", "vae"], required=True)
     show.set_defaults(run=commands.config_show)
     add_manipulation_commands(command, add_checkpoint_arguments)
+    example = config_command("example", help="list the example configs shipped with the package, or write one")
+    example.add_argument("name", nargs="?", help="an example, e.g. toy_decoder (without it: list them)")
+    example.add_argument("--out", default=".", help="folder to write it to (default: the current folder)")
+    example.set_defaults(run=commands.config_example)
     return parser
 
 
@@ -123,22 +134,41 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=commands.sample)
 
 
+def close_progress_bars() -> None:
+    """Close the progress bars an exception left open, so they do not redraw after the error line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def report_error(error: BaseException, debug: bool) -> int:
+    """Print ``error`` as the command's outcome; the exit status: 2 for a user's mistake, 1 for a bug of ours."""
+    close_progress_bars()
+    fresh_line = "\n" if sys.stderr.isatty() else ""  # a progress bar may have left the cursor mid-line
+    if isinstance(error, KeyboardInterrupt):
+        print(f"{fresh_line}interrupted", file=sys.stderr)
+        return 130
+    if isinstance(error, USER_ERRORS):
+        if debug:
+            traceback.print_exception(error)
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{fresh_line}error: {message}" + ("" if debug else " (--debug shows the traceback)"), file=sys.stderr)
+        return 2
+    traceback.print_exception(error)
+    print(f"This is a bug in dalle2_pytorch ({type(error).__name__}), not a mistake of yours: please report it "
+          f"with the traceback above and the command you ran ({DISTRIBUTION} issue tracker).", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         with allow_downloads(getattr(args, "allow_download", False)):
             result = args.run(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, ImportError, FileNotFoundError, FloatingPointError, OSError) as error:
-        if args.debug:
-            traceback.print_exc()
-        else:
-            print(f"error: {error}", file=sys.stderr)
-            print("(run with --debug for the traceback)", file=sys.stderr)
-        return 2
+    except (KeyboardInterrupt, Exception) as error:  # noqa: BLE001 - sorted into user errors and bugs
+        return report_error(error, args.debug)
     return int(result or 0)
 
 
@@ -151,12 +181,8 @@ def dream(argv: Sequence[str] | None = None) -> int:
     try:
         with allow_downloads(args.allow_download):
             return int(commands.sample(args) or 0)
-    except (ValueError, TypeError, ImportError, FileNotFoundError, OSError) as error:
-        if args.debug:
-            traceback.print_exc()
-        else:
-            print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (KeyboardInterrupt, Exception) as error:  # noqa: BLE001 - sorted into user errors and bugs
+        return report_error(error, args.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

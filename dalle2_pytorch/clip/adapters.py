@@ -29,6 +29,7 @@ from dalle2_pytorch.clip.pretrained import hf_clip, is_hf_clip, open_clip, opena
 from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE
 from dalle2_pytorch.init_config import register_to_config
 from dalle2_pytorch.serialization import PretrainedMixin
+from dalle2_pytorch.validation import strict_keywords
 
 OPENAI_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -137,6 +138,7 @@ def _mean_std_as_lists(name: str, value: Any) -> Any:
 class BuiltinClipAdapter(PretrainedMixin, BaseClipAdapter):
     """Adapter for this package's :class:`CLIP`; images go in as given (resized only) unless a mean/std is set."""
 
+    @strict_keywords()
     @register_to_config(convert=_mean_std_as_lists)
     def __init__(self, clip: CLIP, image_mean: Optional[Sequence[float]] = None,
                  image_std: Optional[Sequence[float]] = None) -> None:
@@ -286,6 +288,7 @@ class OpenAIClipAdapter(PretrainedMixin, _PackagedClipAdapter):
     transformers (``openai/clip-vit-large-patch14`` ...; extra ``openai-clip``), computing what OpenAI's own
     model computes, without torchvision; other names (the ResNets) need OpenAI's ``clip`` package."""
 
+    @strict_keywords()
     @register_to_config(exclude=("model",))
     def __init__(self, name: str = "ViT-B/32", model: Optional[nn.Module] = None) -> None:
         built = openai_clip(name) if model is None else _given_model(self, model)
@@ -300,6 +303,7 @@ class OpenClipAdapter(PretrainedMixin, _PackagedClipAdapter):
     file (a path or Hub id ending in .bin/.pt/.pth/.safetensors) is converted, both without torchvision; other
     ``pretrained`` tags need the ``open_clip`` package (extra ``open-clip``, which needs torchvision)."""
 
+    @strict_keywords()
     @register_to_config(exclude=("model",))
     def __init__(self, name: str = "ViT-B/32", pretrained: str = "laion400m_e32", model: Optional[nn.Module] = None) -> None:
         built = open_clip(name, pretrained) if model is None else _given_model(self, model)
@@ -320,6 +324,7 @@ class HFClipAdapter(PretrainedMixin, _PackagedClipAdapter):
 
     _full_context_text = False
 
+    @strict_keywords()
     @register_to_config(exclude=("model",), convert=_mean_std_as_lists)
     def __init__(self, name: str = "openai/clip-vit-base-patch32", model: Optional[nn.Module] = None,
                  image_mean: Sequence[float] = OPENAI_IMAGE_MEAN, image_std: Sequence[float] = OPENAI_IMAGE_STD) -> None:

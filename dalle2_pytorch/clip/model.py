@@ -29,6 +29,7 @@ from dalle2_pytorch.clip.mlm import MaskedLanguageModel
 from dalle2_pytorch.clip.outputs import EmbeddedImage, EmbeddedText
 from dalle2_pytorch.clip.visual_ssl import VISUAL_SSL_TYPES, VisualSelfSupervision
 from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
+from dalle2_pytorch.validation import strict_keywords
 
 MAX_LOGIT_SCALE = 100.0
 
@@ -42,6 +43,7 @@ def _check_positive_ints(**values: int) -> None:
 class CLIP(PretrainedMixin, nn.Module):
     """Contrastive text-image model; ``clip(text, image, return_loss=True)`` gives the training loss."""
 
+    @strict_keywords()
     @register_to_config
     def __init__(
         self,

@@ -17,6 +17,7 @@ from torch import nn
 from dalle2_pytorch.clip.openai_weights import (OPEN_CLIP_OPENAI_NAMES, OPENAI_ARCHITECTURES, OPENAI_HUB_IDS,
                                                 clip_config, hf_clip_from_openai_state, is_openai_layout)
 from dalle2_pytorch.hub import building_from_checkpoint, download_allowed, download_refused, resolve_pretrained
+from dalle2_pytorch.errors import MissingExtraError, install_hint
 
 OPEN_CLIP_HEAD_WIDTHS = {"ViT-H-14": 80, "ViT-g-14": 88, "ViT-bigG-14": 104}  # open_clip's vision head_width
 
@@ -26,8 +27,8 @@ def import_optional(module: str, adapter: str, extra: str, pip_name: str) -> Any
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(f"{adapter} needs the `{module}` package: pip install 'dalle2-pytorch[{extra}]' "
-                          f"(or pip install {pip_name}), or pass an already-built model as model=...") from error
+        raise MissingExtraError(f"{adapter} needs the `{module}` package: {install_hint(extra)} (or pip install "
+                                f"{pip_name}), or pass an already-built model as model=...") from error
 
 
 def is_hf_clip(model: Any) -> bool:
@@ -109,7 +110,7 @@ def open_clip(name: str, pretrained: str) -> nn.Module:
         raise ImportError(f"OpenClipAdapter({name!r}, pretrained={pretrained!r}) needs the `open_clip` package (pip "
                           "install open-clip-torch, which needs torchvision). Without it, pretrained='openai' ViTs "
                           "and open_clip checkpoint files (pretrained='<path or org/repo/file>.bin|.safetensors') "
-                          "load through transformers: pip install 'dalle2-pytorch[open-clip]'") from error
+                          "load through transformers: pip install 'unclip-pytorch[open-clip]'") from error
     # inside a checkpoint load the weights come from the checkpoint: build the architecture only
     weights = None if building_from_checkpoint() else pretrained
     model, _, _ = package.create_model_and_transforms(name, pretrained=weights)

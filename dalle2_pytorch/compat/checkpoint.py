@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import torch
 
+from dalle2_pytorch.errors import reading
 from dalle2_pytorch.serialization import load_tensors
 
 
@@ -48,16 +49,9 @@ class ReferenceCheckpoint:
 
 
 def _load_pickle(path: Path) -> Any:
-    with torch.serialization.safe_globals(_version_globals()):
-        try:
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises UnpicklingError (or RuntimeError on older torch)
-            if "weights_only" in str(error) or "Unsupported global" in str(error):
-                raise ValueError(
-                    f"{path} holds Python objects other than tensors and packaging versions, which are not "
-                    f"unpickled for safety; save its state dict alone (torch.save(model.state_dict())) "
-                    f"in a trusted environment. ({str(error).splitlines()[-1][:300]})") from error
-            raise
+    """``torch.load(weights_only=True)``; a file holding other objects is refused (UnsafeFileError naming it)."""
+    with torch.serialization.safe_globals(_version_globals()), reading(path, "checkpoint"):
+        return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _version_text(value: Any) -> Optional[str]:

@@ -16,6 +16,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from dalle2_pytorch.errors import BadDataError
+
 from .preprocess import ImagePreprocessor, load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -90,4 +92,5 @@ class ImageFolderDataset(Dataset):
                     self.num_skipped += 1
                     warnings.warn(f"skipping unreadable image {name}: {type(error).__name__}: {error} "
                                   f"({self.num_skipped} skipped so far)", RuntimeWarning, stacklevel=2)
-        raise RuntimeError(f"no image under {str(self.folder)!r} could be read ({self.num_skipped} unreadable)")
+        raise BadDataError(f"no image under {str(self.folder)!r} could be read ({self.num_skipped} unreadable files, "
+                           f"e.g. {sorted(self.skipped_files)[0]}): put decodable JPEG/PNG/WebP files there")

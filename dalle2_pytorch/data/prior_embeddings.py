@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from dalle2_pytorch.errors import BadDataError
+
 _NUMBER = re.compile(r"(\d+)")
 
 
@@ -32,6 +34,15 @@ def _numbered_files(folder: Path, suffix: str) -> list[Path]:
         found = _NUMBER.findall(path.stem)
         return (int(found[-1]) if found else -1, path.name)
     return sorted((p for p in folder.iterdir() if p.name.endswith(suffix)), key=number)
+
+
+def load_embedding_file(path: Path) -> np.ndarray:
+    """Memory-map one ``.npy`` file; a truncated file or one holding Python objects is a BadDataError naming it."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise BadDataError(f"{path}: not a readable embedding file ({error}); re-create it (clip-retrieval writes "
+                           "2-d float arrays with numpy.save)") from error
 
 
 class ClipRetrievalEmbeddings:
@@ -46,7 +57,7 @@ class ClipRetrievalEmbeddings:
                  metadata: str | Path | None = None, embed_dim: int | None = None) -> None:
         self.embed_dim = embed_dim
         self.image_files = self._files("image_embeddings", image_embeddings, ".npy")
-        self.images = [np.load(path, mmap_mode="r", allow_pickle=False) for path in self.image_files]
+        self.images = [load_embedding_file(path) for path in self.image_files]
         self._check_widths(self.image_files, self.images)
         counts = [len(array) for array in self.images]
         if not sum(counts):
@@ -56,7 +67,7 @@ class ClipRetrievalEmbeddings:
         self.text_files: list[Path] = []
         if text_embeddings is not None:
             self.text_files = self._files("text_embeddings", text_embeddings, ".npy")
-            self.texts = [np.load(path, mmap_mode="r", allow_pickle=False) for path in self.text_files]
+            self.texts = [load_embedding_file(path) for path in self.text_files]
             self._check_widths(self.text_files, self.texts)
             self._check_counts("text_embeddings", self.text_files, [len(array) for array in self.texts], counts)
         self.caption_files = None
@@ -91,8 +102,11 @@ class ClipRetrievalEmbeddings:
         return files
 
     def _check_widths(self, files: list[Path], arrays: list[np.ndarray]) -> None:
-        """Every file 2-d, as wide as the first image file and as ``embed_dim``: one error naming the file."""
+        """Every file 2-d numbers, as wide as the first image file and as ``embed_dim``: one error naming the file."""
         for path, array in zip(files, arrays):
+            if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+                raise BadDataError(f"{path} holds {array.dtype} values; embeddings must be numbers (float16/32 rows, "
+                                   "as clip-retrieval writes them): re-create the file")
             if array.ndim != 2:
                 raise ValueError(f"{path} must hold a 2-d array (rows, width), got shape {array.shape}")
             if self.embed_dim is not None:

@@ -195,6 +195,25 @@ def resolve_vaes(vae: Any, num_unets: int, channels: int, image_sizes: Sequence[
     return out
 
 
+def check_sizes_fit_unets(unets: Sequence[nn.Module], stages: Sequence[Any], vaes: Sequence[nn.Module]) -> None:
+    """Each unet's working size (its image size, or random crop, over its VAE's factor) is a multiple of the unet's
+    own downsampling factor, so a cascade that could only fail at sampling time fails when it is built."""
+    for unet, stage, vae in zip(unets, stages, vaes):
+        factor = int(getattr(unet, "downsample_factor", 1))
+        vae_factor = int(getattr(vae, "downsample_factor", 1))
+        for name, size in (("image size", stage.image_size), ("random crop size", stage.random_crop_size)):
+            if size is None:
+                continue
+            working = size // vae_factor
+            if working % factor:
+                lower, higher = working // factor * factor * vae_factor, -(-working // factor) * factor * vae_factor
+                after_vae = f" ({working} after its VAE)" if vae_factor > 1 else ""
+                raise ValueError(
+                    f"unet {stage.number}'s {name} {size}{after_vae} is not a multiple of {factor}, the factor its "
+                    f"{len(unet.downs)} resolution levels (dim_mults={tuple(getattr(unet, '_config', {}).get('dim_mults', ()))}) "
+                    f"downsample by; use {lower or higher} or {higher}, or fewer dim_mults")
+
+
 def configure_unet(unet: nn.Module, *, stage: StageSettings, vae: nn.Module, channels: int, unconditional: bool,
                    condition_on_text_encodings: Optional[bool], clip: Optional[nn.Module] = None) -> Unet:
     """``unet`` with the flags of its place in the cascade (itself when they already match).

@@ -11,6 +11,7 @@ of :mod:`dalle2_pytorch.diffusion`; this class only wires unets, conditioning an
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -19,14 +20,14 @@ from torch import Tensor, nn
 
 from dalle2_pytorch.clip.conditioning import FrozenClipMixin
 from dalle2_pytorch.decoder.cascade import CascadeOptions, CascadeStage, paste_known
-from dalle2_pytorch.decoder.cascade_config import (build_stage_settings, configure_unet, is_latent_vae, per_unet,
-                                                   resolve_image_sizes, resolve_vaes)
+from dalle2_pytorch.decoder.cascade_config import (build_stage_settings, check_sizes_fit_unets, configure_unet,
+                                                   is_latent_vae, per_unet, resolve_image_sizes, resolve_vaes)
 from dalle2_pytorch.decoder.conditions import DecoderConditions
 from dalle2_pytorch.decoder.unet import Unet
 from dalle2_pytorch.decoder.lowres import LowresConditioner, resize_image_to
 from dalle2_pytorch.diffusion import LOSS_TYPES, NoiseSchedule
 from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
-from dalle2_pytorch.validation import check_choice, check_positive_int, check_range, is_int, strict_keywords
+from dalle2_pytorch.validation import check_choice, check_finite, check_positive_int, check_range, is_int, strict_keywords
 
 _REMOVED_KEYWORDS = {
     "clip_denoised": "removed: it did nothing in the reference; pixel-space unets always clip x0 while sampling, "
@@ -60,6 +61,14 @@ def check_inpaint_inputs(inpaint_image: Optional[Tensor], inpaint_mask: Optional
         raise ValueError(f"inpaint_image and inpaint_mask have batch sizes {inpaint_image.shape[0]} and "
                          f"{mask.shape[0]}; expected {batch_size} (the batch being sampled)")
     return inpaint_image, mask
+
+
+# images more than RANGE_SLACK outside the decoder's input range get a warning (once per decoder: a [-1, 1] image
+# given to a decoder taking [0, 1]; the seed README's examples train on torch.randn images, so this is no error);
+# smaller excursions, such as a resampling filter's overshoot, pass.  Values beyond PIXEL_SCALE are 0-255 pixels:
+# an error
+RANGE_SLACK = 0.5
+PIXEL_SCALE = 20.0
 
 
 class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
@@ -169,6 +178,7 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
                            condition_on_text_encodings=condition_on_text_encodings, clip=self.clip)
             for u, s, v in zip(unets, self.stage_settings, vaes))
         self.vaes = nn.ModuleList(vaes)
+        check_sizes_fit_unets(self.unets, self.stage_settings, vaes)
         for v in self.vaes:
             v.requires_grad_(False)
         self.schedules = nn.ModuleList(NoiseSchedule(s.beta_schedule, s.timesteps) for s in self.stage_settings)
@@ -274,6 +284,18 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
         if min(image.shape[-2:]) < min_size:
             raise ValueError(f"{name} is {image.shape[-2]}x{image.shape[-1]}, smaller than this unet's image size "
                              f"{min_size}; pass images of at least {min_size}x{min_size}")
+        check_finite(name, image)
+        low, high = self.input_image_range
+        least, most = (float(image.min()), float(image.max())) if image.numel() else (low, high)
+        if least < low - RANGE_SLACK or most > high + RANGE_SLACK:
+            fix = "divide 0-255 pixels by 255" if self.auto_normalize_img else "map [0, 1] images with x * 2 - 1"
+            message = (f"{name} has values in [{least:.3g}, {most:.3g}] but this decoder takes images in "
+                       f"[{low:g}, {high:g}] (auto_normalize_img={self.auto_normalize_img}); {fix}")
+            if max(abs(least), abs(most)) > PIXEL_SCALE:
+                raise ValueError(message)
+            if not getattr(self, "_warned_range", False):
+                self._warned_range = True
+                warnings.warn(message, UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ training
     def forward(self, image: Tensor, text: Optional[Tensor] = None, image_embed: Optional[Tensor] = None,
@@ -291,6 +313,8 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
             unet_number = 1
         stage = self.stage(unet_number)
         self._check_images(image, "image", stage.image_size)
+        check_finite("image_embed", image_embed)
+        check_finite("text_encodings", text_encodings)
         embeds = self.conditions.prepare(image=image, text=text, image_embed=image_embed,
                                          text_encodings=text_encodings, batch=image.shape[0], unets=[stage.unet])
         loss, lowres = stage.loss(self.normalize_img(image), self.conditions.unet_kwargs(stage.unet, embeds))
@@ -323,6 +347,8 @@ class Decoder(FrozenClipMixin, PretrainedMixin, nn.Module):
         if stop < start:
             raise ValueError(f"stop_at_unet_number={stop} is before start_at_unet_number={start}")
         indices = range(start - 1, stop)
+        check_finite("image_embed", image_embed)
+        check_finite("text_encodings", text_encodings)
         batch = self.conditions.batch_size(image_embed=image_embed, text=text, text_encodings=text_encodings,
                                            image=image if start > 1 else None, batch_size=batch_size)
         embeds = self.conditions.prepare(image=None, text=text, image_embed=image_embed,

@@ -280,7 +280,10 @@ class Unet(PretrainedMixin, nn.Module):
     def has_trained_weights(self) -> bool:
         """True once weights were loaded, or once training moved the output conv off its zero initialisation
         (any optimiser step does: it is the one layer every loss gradient reaches).  Read from the weights
-        themselves, so forward passes carry no hidden state."""
+        themselves, so forward passes carry no hidden state.  Weights on the ``meta`` device (a model built only to
+        check its configuration) hold no values: untrained."""
+        if self.to_out.weight.is_meta:
+            return self._loaded_weights
         return self._loaded_weights or bool(self.to_out.weight.detach().any() or self.to_out.bias.detach().any())
 
     def with_flags(self, **flags) -> "Unet":

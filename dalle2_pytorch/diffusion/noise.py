@@ -14,6 +14,8 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
+from dalle2_pytorch.validation import check_seed
+
 
 class RowGenerators:
     """Per-row generators for a batch of ``len(generators)`` rows (all on one device)."""
@@ -30,7 +32,8 @@ class RowGenerators:
 
     @classmethod
     def from_seeds(cls, seeds: Sequence[int], device: torch.device | str = "cpu") -> "RowGenerators":
-        return cls([torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds])
+        return cls([torch.Generator(device=device).manual_seed(check_seed(f"seeds[{i}]", seed))
+                    for i, seed in enumerate(seeds)])
 
     def __len__(self) -> int:
         return len(self.generators)

@@ -8,6 +8,7 @@ samplers of :mod:`dalle2_pytorch.diffusion.samplers` work (x_ve = x_vp / sqrt(á¾
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
@@ -90,6 +91,13 @@ class NoiseSchedule(nn.Module):
     def __init__(self, beta_schedule: str = "cosine", timesteps: int = 1000, *,
                  zero_terminal_snr: bool = False, betas: Tensor | None = None):
         super().__init__()
+        # a model built on the meta device (to check its config) still gets real schedules: they are small, and
+        # the constructors read values from them
+        on_meta = torch.empty(0).device.type == "meta"
+        with torch.device("cpu") if on_meta else contextlib.nullcontext():
+            self._build(beta_schedule, timesteps, zero_terminal_snr, betas)
+
+    def _build(self, beta_schedule: str, timesteps: int, zero_terminal_snr: bool, betas: Tensor | None) -> None:
         if betas is None:
             betas = make_betas(beta_schedule, timesteps)
             if zero_terminal_snr:

@@ -28,6 +28,11 @@ def _mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return F.cosine_similarity(a.float(), b.float(), dim=-1).mean().item()
 
 
+PRIOR_GUIDE_METRICS = ("baseline_similarity", "similarity_with_text", "difference_from_baseline",
+                       "similarity_with_image", "similarity_with_unrelated_caption")
+"""The names :func:`prior_cosine_metrics` returns."""
+
+
 def prior_cosine_metrics(predicted_image_embed: torch.Tensor, text_embed: torch.Tensor,
                          image_embed: torch.Tensor) -> dict[str, float]:
     """The guide's five numbers (see the module docstring) from three (B, D) embedding batches, B >= 2."""

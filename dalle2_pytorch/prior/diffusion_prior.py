@@ -25,6 +25,7 @@ from dalle2_pytorch.clip.conditioning import (FrozenClipMixin, check_embedding, 
 from dalle2_pytorch.prior.conditioning import embed_image, embed_text, rerank_by_text_similarity
 from dalle2_pytorch.prior.network import DiffusionPriorNetwork
 from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
+from dalle2_pytorch.validation import check_finite, strict_keywords
 
 
 class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
@@ -54,6 +55,7 @@ class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
 
     network_class = DiffusionPriorNetwork   # what the reference loader (dalle2_pytorch.compat) builds networks with
 
+    @strict_keywords()
     @register_to_config
     def __init__(self, net: DiffusionPriorNetwork, *, clip: Any = None, image_embed_dim: int | None = None,
                  timesteps: int = 1000, sample_timesteps: int | None = None, cond_drop_prob: float = 0.0,
@@ -132,6 +134,9 @@ class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
             self.clip, text=text, text_embed=text_embed, text_encodings=text_encodings,
             dim=self.image_embed_dim, need_encodings=self.condition_on_text_encodings)
         image_embed = embed_image(self.clip, image=image, image_embed=image_embed, dim=self.image_embed_dim)
+        for name, value in (("text_embed", text_embed), ("image_embed", image_embed),
+                            ("text_encodings", text_encodings)):
+            check_finite(name, value)
         if image_embed.shape[0] != text_embed.shape[0]:
             raise ValueError(f"got {text_embed.shape[0]} texts but {image_embed.shape[0]} images")
         text_cond = {"text_embed": text_embed, "text_encodings": text_encodings}
@@ -176,6 +181,8 @@ class DiffusionPrior(FrozenClipMixin, PretrainedMixin, nn.Module):
         if self.condition_on_text_encodings and text_encodings is None:
             raise ValueError("this prior is conditioned on text encodings: text_cond must hold 'text_encodings'")
         batch = check_embedding("text_embed", text_embed, self.image_embed_dim).shape[0]
+        check_finite("text_embed", text_embed)
+        check_finite("text_encodings", text_encodings)
         if text_encodings is not None:
             check_text_encodings(text_encodings, self.image_embed_dim, batch)
         if tuple(shape) != (batch, self.image_embed_dim):

@@ -26,6 +26,7 @@ from dalle2_pytorch.diffusion.guidance import classifier_free_guidance, conditio
 from dalle2_pytorch.prior.layers import SinusoidalTimeEmbedding
 from dalle2_pytorch.prior.transformer import CausalTransformer
 from dalle2_pytorch.serialization import PretrainedMixin, register_to_config
+from dalle2_pytorch.validation import strict_keywords
 
 NULL_CONDITIONING = ("learned", "padding", "mask")
 
@@ -102,6 +103,7 @@ class DiffusionPriorNetwork(PretrainedMixin, nn.Module):
               every text-encoding token and the text-embed token.  The image embed is never dropped.
     """
 
+    @strict_keywords()
     @register_to_config
     def __init__(self, dim: int, *, depth: int, dim_head: int = 64, heads: int = 8, ff_mult: float = 4,
                  num_timesteps: int | None = None, num_time_embeds: int = 1, num_image_embeds: int = 1,

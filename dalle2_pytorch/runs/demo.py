@@ -34,7 +34,7 @@ from dalle2_pytorch.images import save_captioned_grid, save_image
 
 JUDGED = ("colour", "shape")
 STAGES = ("clip", "prior", "decoder")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data (in a checkout: a link to configs/)
 PRESETS = {"small": "toy_demo.json", "tiny": "toy_tiny_demo.json"}
 
 
@@ -58,7 +58,8 @@ def demo_config_path(preset: str) -> Path:
         raise ValueError(f"preset={preset!r}: choose one of {sorted(PRESETS)}, or give a demo config file")
     path = CONFIG_DIR / PRESETS[preset]
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the demo reads the configs/ folder of a source checkout")
+        raise FileNotFoundError(f"{path} not found: the example configs are package data of dalle2_pytorch; "
+                                "reinstall the package")
     return path
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE, tokenize
-from dalle2_pytorch.eval.prior_metrics import prior_cosine_metrics
+from dalle2_pytorch.eval.prior_metrics import PRIOR_GUIDE_METRICS, prior_cosine_metrics
 from dalle2_pytorch.trainers.model_trainer import ModelTrainer
 from dalle2_pytorch.trainers import DecoderTrainer, DiffusionPriorTrainer
 
@@ -57,6 +57,7 @@ class Task:
 
     def make_trainer(self, model, accelerator, total_steps: int | None = None, **extra):
         """The library's trainer for this kind, set from the trainer section (CLIP, VAE: the trainers' shared core)."""
+        self.check_model(model)
         t = self.config.trainer
         settings = dict(accelerator=accelerator, mixed_precision=t.mixed_precision, lr=t.lr, wd=t.weight_decay,
                         max_grad_norm=t.max_grad_norm, **self.schedule(total_steps), **extra)
@@ -100,11 +101,22 @@ class Task:
     def metrics(self, model, batch: dict[str, Any], generator: torch.Generator) -> dict[str, float]:
         return {}
 
+    def evaluated_metrics(self, model) -> set[str]:
+        """The names validation reports (``val_loss`` and :meth:`metrics`'): what ``checkpointing.best_metric`` may
+        name."""
+        return {"val_loss"}
+
+    def check_model(self, model) -> None:
+        """What this kind needs of the model and the data together, checked before the first step."""
+
 
 class ClipTask(Task):
     kind = "clip"
 
-    def make_trainer(self, model, accelerator, total_steps: int | None = None, **extra):
+    def evaluated_metrics(self, model) -> set[str]:
+        return super().evaluated_metrics(model) | {"retrieval_accuracy"}
+
+    def check_model(self, model) -> None:
         if self.config.trainer.gradient_accumulation > 1:
             raise ValueError(f"trainer.gradient_accumulation={self.config.trainer.gradient_accumulation}: a CLIP's "
                              "contrastive loss compares every pair of the batch, so micro-batches would change what "
@@ -113,7 +125,6 @@ class ClipTask(Task):
             raise ValueError(f"model.num_text_tokens={model.num_text_tokens}: captions are tokenized with the bundled "
                              f"CLIP tokenizer, whose ids go up to {VOCAB_SIZE - 1}; set model.num_text_tokens to "
                              f"{VOCAB_SIZE}")
-        return super().make_trainer(model, accelerator, total_steps, **extra)
 
     def loss(self, model, batch, step):
         if "captions" not in batch:
@@ -137,6 +148,14 @@ class PriorTask(Task):
 
     def embed_dim(self, model) -> int | None:
         return int(model.image_embed_dim)
+
+    def evaluated_metrics(self, model) -> set[str]:
+        return super().evaluated_metrics(model) | {"sample_cosine"} | {f"prior_{name}" for name in PRIOR_GUIDE_METRICS}
+
+    def check_model(self, model) -> None:
+        if self.config.data.source != "clip_retrieval" and self.config.model.clip is None:
+            raise ValueError(f"the {self.config.data.source} data gives images and captions but the prior has no "
+                             "CLIP to embed them: set model.clip, or train on clip_retrieval embeddings")
 
     def _inputs(self, model, batch):
         if "text_embed" in batch and "image_embed" in batch:
@@ -263,6 +282,10 @@ class DecoderTask(Task):
                               steps=evaluation.sample_steps, generator=generator, **conditions)
         captions = batch.get("captions", [f"sample {i}" for i in range(n)])[:n]
         return images, list(captions)
+
+    def evaluated_metrics(self, model) -> set[str]:
+        toy = self.config.data.source == "toy" and not model.unconditional
+        return super().evaluated_metrics(model) | ({"faithfulness"} if toy else set())
 
     def metrics(self, model, batch, generator):
         """On the toy set: the share of samples (made from held-out images' embeddings) that the judge accepts."""

@@ -3,9 +3,10 @@
     app = create_app(DALLE2Engine.from_checkpoint("outputs/checkpoints"))
     uvicorn.run(app, host="127.0.0.1", port=7860)
 
-Errors a user can cause come back as JSON ``{"error": "<field>: <what is wrong>", "detail": [...]}``:
-422 for bad input (the field is named), 404 for unknown jobs or images, 503 with ``Retry-After``
-when the queue is full.
+Every error comes back as JSON ``{"error": "<what is wrong>", "field": <JSON path or null>}``
+(:mod:`dalle2_pytorch.serve.guards`): 422 for bad input (the field is named; ``detail`` lists every one), 404 for
+unknown jobs, images and routes, 413 for a body over the limit, 400 for a ``Host`` not allowed, 503 with
+``Retry-After`` when the queue is full.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from typing import Iterable, Optional
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from dalle2_pytorch.serve.batching import BatchQueue, QueueFull
 from dalle2_pytorch.serve.engine import ImageEngine, Settings
+from dalle2_pytorch.serve.guards import DEFAULT_MAX_BODY_BYTES, error_response, guard, unprocessable
 from dalle2_pytorch.serve.jobs import Job, JobStore
 from dalle2_pytorch.serve.manipulate import add_manipulation_routes
 from dalle2_pytorch.serve.schemas import MAX_SEED, Accepted, GenerateRequest, JobView
@@ -31,26 +34,14 @@ STATIC = Path(__file__).parent / "static"
 EVENT_POLL_SECONDS = 0.05
 
 
-def _field_of(location: tuple | list) -> str:
-    parts = [str(p) for p in location if p not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
-
-
-def _message_of(error: dict) -> str:
-    return str(error["msg"]).removeprefix("Value error, ")
-
-
-def unprocessable(errors: list[dict]) -> JSONResponse:
-    """422 whose ``error`` names every bad field and ``detail`` keeps pydantic's list."""
-    summary = "; ".join(f"{_field_of(e['loc'])}: {_message_of(e)}" for e in errors)
-    detail = [{"loc": list(e["loc"]), "field": _field_of(e["loc"]), "msg": _message_of(e), "type": e.get("type", "")}
-              for e in errors]
-    return JSONResponse({"error": summary, "detail": detail}, status_code=422)
-
-
 def create_app(engine: ImageEngine, *, max_batch: int = 8, batch_window: float = 0.05, max_queue: int = 32,
-               max_jobs: int = 256) -> FastAPI:
-    """The app serving ``engine``; its batching worker runs while the app's lifespan is open."""
+               max_jobs: int = 256, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               allowed_hosts: Optional[Iterable[str]] = None) -> FastAPI:
+    """The app serving ``engine``; its batching worker runs while the app's lifespan is open.
+
+    ``max_body_bytes``: larger request bodies get 413 unread; ``allowed_hosts``: the ``Host`` names answered (None:
+    any -- ``dalle2 serve`` passes the names it is bound to, see :func:`~dalle2_pytorch.serve.guards.default_allowed_hosts`).
+    """
     store = JobStore(max_jobs=max_jobs)
     queue = BatchQueue(engine, store, max_batch=max_batch, batch_window=batch_window, max_queue=max_queue)
 
@@ -62,14 +53,12 @@ def create_app(engine: ImageEngine, *, max_batch: int = 8, batch_window: float =
         finally:
             queue.stop()
 
-    app = FastAPI(title="dalle2-pytorch", summary="Text to image with a trained DALL-E 2 (unCLIP) model",
+    app = FastAPI(title="unclip-pytorch", summary="Text to image with a trained DALL-E 2 (unCLIP) model",
                   version="1", lifespan=lifespan)
     app.state.engine, app.state.store, app.state.queue = engine, store, queue
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.exception_handler(RequestValidationError)
-    async def on_bad_input(_: Request, error: RequestValidationError) -> JSONResponse:
-        return unprocessable(list(error.errors()))
+    guard(app, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -99,8 +88,7 @@ def create_app(engine: ImageEngine, *, max_batch: int = 8, batch_window: float =
         try:
             queue.submit(job)
         except QueueFull as full:
-            return JSONResponse({"error": str(full)}, status_code=503,
-                                headers={"Retry-After": str(full.retry_after)})
+            return error_response(503, str(full), None, headers={"Retry-After": str(full.retry_after)})
         return {"id": job.id, "status_url": f"/v1/jobs/{job.id}", "events_url": f"/v1/jobs/{job.id}/events"}
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, responses={404: {"description": "unknown job"}})
@@ -108,15 +96,15 @@ def create_app(engine: ImageEngine, *, max_batch: int = 8, batch_window: float =
         """Status, progress in [0, 1], and the image URLs once done."""
         snapshot = store.snapshot(job_id)
         if snapshot is None:
-            return JSONResponse({"error": f"job_id: no job {job_id!r} (finished jobs are kept for the last "
-                                          f"{store.max_jobs})"}, status_code=404)
+            return error_response(404, f"job_id: no job {job_id!r} (finished jobs are kept for the last "
+                                       f"{store.max_jobs})", "job_id")
         return snapshot[1]
 
     @app.get("/v1/jobs/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}}})
     async def job_events(job_id: str):
         """Server-sent events: ``progress`` on every change, then ``done`` or ``failed`` (data: the job)."""
         if store.snapshot(job_id) is None:
-            return JSONResponse({"error": f"job_id: no job {job_id!r}"}, status_code=404)
+            return error_response(404, f"job_id: no job {job_id!r}", "job_id")
 
         async def stream():
             last_version = -1
@@ -142,7 +130,7 @@ def create_app(engine: ImageEngine, *, max_batch: int = 8, batch_window: float =
         """A generated image as PNG (``<job id>-<index>``)."""
         data = store.image(name)
         if data is None:
-            return JSONResponse({"error": f"name: no image {name!r}"}, status_code=404)
+            return error_response(404, f"name: no image {name!r}", "name")
         return Response(data, media_type="image/png",
                         headers={"Content-Disposition": f'inline; filename="{name}.png"'})
 

@@ -130,8 +130,13 @@ class BatchQueue:
                 images += self.engine.generate(prompts[start:stop], seeds[start:stop], batch[0].settings,
                                                progress_of(chunk))
         except Exception as error:  # the job reports it; the server keeps serving
-            for job in batch:
-                self.store.fail(job, f"{type(error).__name__}: {error}")
+            if len(batch) > 1:
+                # one bad job must not fail the others: run each alone (its images depend only on its own
+                # prompts, seeds and settings, so they are the images it would have had in the batch)
+                for job in batch:
+                    self._run([job])
+                return
+            self.store.fail(batch[0], f"{type(error).__name__}: {error}")
             return
         finally:
             self.last_batch_seconds = max(0.001, time.monotonic() - started)

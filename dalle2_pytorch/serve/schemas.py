@@ -9,11 +9,27 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from dalle2_pytorch.diffusion.samplers import SAMPLERS
 
 MAX_PROMPT_CHARS = 300
+MAX_PROMPT_BYTES = 1024  # UTF-8: 300 characters of most scripts fit; 300 emoji do not
 MAX_PROMPTS = 8
 MAX_IMAGES_PER_PROMPT = 8
 MAX_STEPS = 1000
 MAX_SEED = 2 ** 31 - 1
 SamplerName = Literal[tuple(sorted(SAMPLERS))]  # type: ignore[valid-type]
+
+
+def check_text(prompt: str) -> None:
+    """A prompt is text the tokenizer can take: valid Unicode (no lone surrogate, which JSON's ``\\udc80`` escapes
+    can carry), at most :data:`MAX_PROMPT_BYTES` in UTF-8, and no control characters other than whitespace."""
+    try:
+        size = len(prompt.encode("utf-8"))
+    except UnicodeEncodeError as error:
+        raise ValueError(f"a prompt must be valid Unicode text; character {error.start} is a lone surrogate "
+                         f"({prompt[error.start]!r})") from None
+    if size > MAX_PROMPT_BYTES:
+        raise ValueError(f"a prompt may have at most {MAX_PROMPT_BYTES} bytes in UTF-8, got {size}")
+    control = next((i for i, c in enumerate(prompt) if ord(c) < 32 and c not in "\t\n\r"), None)
+    if control is not None:
+        raise ValueError(f"a prompt must not hold control characters; character {control} is {prompt[control]!r}")
 
 
 class GenerateRequest(BaseModel):
@@ -42,6 +58,7 @@ class GenerateRequest(BaseModel):
                 raise ValueError("a prompt must not be empty")
             if len(prompt) > MAX_PROMPT_CHARS:
                 raise ValueError(f"a prompt may have at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
+            check_text(prompt)
         return value
 
     def prompts(self) -> list[str]:

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 DEFAULT_CHECKPOINT = "outputs/checkpoints"  # where `dalle2 demo` saves its pipeline
-INSTALL_HINT = "the web app needs the 'serve' extra: pip install 'dalle2-pytorch[serve]' (fastapi and uvicorn)"
+from dalle2_pytorch.errors import MissingExtraError, install_hint
+
+INSTALL_HINT = f"the web app needs the 'serve' extra: {install_hint('serve')} (fastapi and uvicorn)"
 
 
 def require_serve_dependencies() -> None:
@@ -15,7 +17,7 @@ def require_serve_dependencies() -> None:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as missing:
-        raise ImportError(f"{INSTALL_HINT} ({missing})") from missing
+        raise MissingExtraError(f"{INSTALL_HINT} ({missing})") from missing
 
 
 def serve_main(checkpoint: str | Path = DEFAULT_CHECKPOINT, host: str = "127.0.0.1", port: int = 7860, *,
@@ -44,6 +46,9 @@ def serve_main(checkpoint: str | Path = DEFAULT_CHECKPOINT, host: str = "127.0.0
     if threads is not None:
         torch.set_num_threads(threads)
     engine = DALLE2Engine.from_checkpoint(checkpoint, device=device)
-    app = create_app(engine, max_batch=max_batch, batch_window=batch_window, max_queue=max_queue)
+    from dalle2_pytorch.serve.guards import default_allowed_hosts
+
+    app = create_app(engine, max_batch=max_batch, batch_window=batch_window, max_queue=max_queue,
+                     allowed_hosts=default_allowed_hosts(host))
     print(f"dalle2 serve: {checkpoint} loaded; open http://{host}:{port}/ (API schema at /openapi.json)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)

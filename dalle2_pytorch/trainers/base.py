@@ -28,6 +28,7 @@ from accelerate import Accelerator
 from ema_pytorch import EMA
 from torch import nn
 
+from dalle2_pytorch.errors import loading_state_dict
 from dalle2_pytorch.serialization import _class_path, flatten_optimizer_state, unflatten_optimizer_state
 from dalle2_pytorch.trainers.accumulation import split_batch
 from dalle2_pytorch.trainers.checkpoint import (capture_rng_state, prefixed, rank_rng_states,
@@ -323,12 +324,8 @@ class TrainerBase:
             self._load_legacy(path, strict)
             return
         tensors, meta = read_training_checkpoint(path, type(self).__name__)
-        try:
+        with loading_state_dict(path, type(self.model).__name__):
             self.model.load_state_dict(unprefixed(tensors, "model"), strict=strict)
-        except RuntimeError as error:  # torch lists every mismatched tensor; the first few say enough
-            details = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
-            raise ValueError(f"{path} holds the weights of a model of another shape than this trainer's ({details} "
-                             "...); build the model with the configuration it was trained with") from error
         if only_model:
             return
         if set(meta["parts"]) != set(self.parts):

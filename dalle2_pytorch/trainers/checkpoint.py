@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from dalle2_pytorch.errors import reading
 from dalle2_pytorch.atomic import begin_folder, commit_folder, recover_interrupted_swap
 from dalle2_pytorch.serialization import (flatten_optimizer_state, load_json, resolve_class, save_json,  # noqa: F401
                                           save_tensors, unflatten_optimizer_state)
@@ -140,7 +141,8 @@ def read_training_checkpoint(path: str | os.PathLike, kind: str,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with safe_open(str(path), framework="pt", device=str(device)) as handle:
+    with reading(path, "training checkpoint", fix="resume from an older copy, or start the run again"), \
+            safe_open(str(path), framework="pt", device=str(device)) as handle:
         header = (handle.metadata() or {}).get(METADATA_KEY)
         if header is None:
             raise ValueError(f"{path} is a safetensors file but not a dalle2_pytorch training checkpoint "
@@ -157,7 +159,7 @@ def read_training_checkpoint(path: str | os.PathLike, kind: str,
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
+    with reading(path, "training checkpoint"), safe_open(str(path), framework="pt", device="cpu") as handle:
         header = (handle.metadata() or {}).get(METADATA_KEY)
     if header is None:
         raise ValueError(f"{path} is not a dalle2_pytorch training checkpoint")
@@ -172,7 +174,7 @@ def rebuild_model(path: str | os.PathLike, use_ema: bool = False):
     meta = read_checkpoint_meta(path)
     model_meta = meta["model"]
     model = resolve_class(model_meta["class"]).from_config(model_meta["config"])
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
+    with reading(path, "training checkpoint"), safe_open(str(path), framework="pt", device="cpu") as handle:
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     model.load_state_dict(unprefixed(tensors, "model"), strict=True)
     if use_ema:

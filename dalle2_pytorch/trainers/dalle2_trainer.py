@@ -25,7 +25,7 @@ from dalle2_pytorch.dalle2 import DALLE2, TextInput
 from dalle2_pytorch.trainers.base import TrainerBase
 from dalle2_pytorch.trainers.ema import EMASettings
 from dalle2_pytorch.trainers.optim import LRSchedule, build_adamw, check_positive
-from dalle2_pytorch.validation import check_choice
+from dalle2_pytorch.validation import check_choice, strict_keywords
 
 UNET_SCHEDULES = ("together", "in_turn")
 
@@ -48,6 +48,7 @@ class DALLE2Trainer(TrainerBase):
         accelerator, mixed_precision, max_consecutive_bad_steps: as for the other trainers.
     """
 
+    @strict_keywords()
     def __init__(self, dalle2: DALLE2, *, prior_loss_weight: float = 1.0, decoder_loss_weight: float = 1.0,
                  learning_rate: float = 1e-4, wd: float = 1e-2, max_grad_norm: float | None = 0.5,
                  unets: str = "together", use_ema: bool = True, ema_beta: float = 0.9999,

@@ -21,6 +21,7 @@ from dalle2_pytorch.trainers.accumulation import sample_in_chunks
 from dalle2_pytorch.trainers.base import TrainerBase
 from dalle2_pytorch.trainers.ema import EMASettings
 from dalle2_pytorch.trainers.optim import LRSchedule, build_adamw, per_part
+from dalle2_pytorch.validation import strict_keywords
 
 
 class DecoderTrainer(TrainerBase):
@@ -45,6 +46,7 @@ class DecoderTrainer(TrainerBase):
             raise ``FloatingPointError`` (single bad steps are skipped with a warning).
     """
 
+    @strict_keywords()
     def __init__(self, decoder: Decoder, *, accelerator: Accelerator | None = None,
                  mixed_precision: str | None = None, use_ema: bool = True, lr: Any = 1e-4, wd: Any = 1e-2,
                  eps: Any = 1e-8, betas: Sequence[float] = (0.9, 0.99), max_grad_norm: float | None = 0.5,

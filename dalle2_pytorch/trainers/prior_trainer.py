@@ -20,6 +20,7 @@ from dalle2_pytorch.trainers.accumulation import sample_in_chunks
 from dalle2_pytorch.trainers.base import TrainerBase
 from dalle2_pytorch.trainers.ema import EMASettings
 from dalle2_pytorch.trainers.optim import LRSchedule, build_adamw
+from dalle2_pytorch.validation import strict_keywords
 
 
 class DiffusionPriorTrainer(TrainerBase):
@@ -40,6 +41,7 @@ class DiffusionPriorTrainer(TrainerBase):
             raise ``FloatingPointError`` (single bad steps are skipped with a warning).
     """
 
+    @strict_keywords()
     def __init__(self, diffusion_prior: DiffusionPrior, *, accelerator: Accelerator | None = None,
                  mixed_precision: str | None = None, use_ema: bool = True, lr: float = 3e-4, wd: float = 1e-2,
                  eps: float = 1e-6, betas: Sequence[float] = (0.9, 0.99), max_grad_norm: float | None = None,

@@ -24,6 +24,7 @@ from dalle2_pytorch.trainers.checkpoint import load_checkpoint, read_counters, s
 from dalle2_pytorch.serialization import load_json, load_tensors, unflatten_optimizer_state
 from dalle2_pytorch.trainers.model_trainer import ModelTrainer
 from dalle2_pytorch.vae.vqgan_vae import VQGanVAE
+from dalle2_pytorch.validation import strict_keywords
 
 _END = object()
 
@@ -48,6 +49,7 @@ class VQGanVAETrainer:
     ``accelerate launch`` runs, where each process trains on its own device.
     """
 
+    @strict_keywords()
     def __init__(self, vae: VQGanVAE, *, data: Iterable, num_train_steps: int, lr: float = 3e-4,
                  discr_lr: float | None = None, wd: float = 0.0, grad_accum_every: int = 1,
                  max_grad_norm: float | None = None, apply_grad_penalty_every: int = 4, ema_beta: float = 0.995,

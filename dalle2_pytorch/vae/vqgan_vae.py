@@ -23,6 +23,7 @@ from dalle2_pytorch.vae.discriminator import (Discriminator, adaptive_gan_weight
 from dalle2_pytorch.vae.perceptual import build_perceptual
 from dalle2_pytorch.vae.resnet_encdec import ResnetEncDec
 from dalle2_pytorch.vae.vit_encdec import ViTEncDec
+from dalle2_pytorch.validation import strict_keywords
 
 VAE_TYPES = ("resnet", "vit")
 
@@ -50,6 +51,7 @@ def check_images(img: torch.Tensor, channels: int, downsample_factor: int, name:
 class NullVQGanVAE(nn.Module):
     """Identity autoencoder with the VQGanVAE interface, for unets that diffuse in pixel space."""
 
+    @strict_keywords()
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.encoded_dim = channels
@@ -80,6 +82,7 @@ def _recorded_vae_argument(name: str, value: object) -> object:
 class VQGanVAE(PretrainedMixin, nn.Module):
     """VQGAN with a ``'resnet'`` (conv) or ``'vit'`` (ViT-VQGAN) encoder/decoder; see the module docstring."""
 
+    @strict_keywords()
     @register_to_config(convert=_recorded_vae_argument)
     def __init__(self, *, dim: int, image_size: int, channels: int = 3, layers: int = 4,
                  layer_mults: tuple[int, ...] | None = None, num_resnet_blocks: int | None = None,

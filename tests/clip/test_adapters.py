@@ -137,7 +137,7 @@ def test_openai_layout_adapters_on_a_stand_in_model(adapter_class):
     (HFClipAdapter, "transformers", "hf")])
 def test_missing_package_names_the_extra(monkeypatch, adapter_class, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
-    with pytest.raises(ImportError, match=rf"dalle2-pytorch\[{extra}\]"):
+    with pytest.raises(ImportError, match=rf"unclip-pytorch\[{extra}\]"):
         adapter_class()
 
 

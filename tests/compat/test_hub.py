@@ -57,7 +57,7 @@ def test_hub_ids_are_parsed_and_local_paths_win(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="Hub id"):
         resolve_pretrained(3)
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
-    with pytest.raises(ImportError, match=r"dalle2-pytorch\[hub\]"):
+    with pytest.raises(ImportError, match=r"unclip-pytorch\[hub\]"):
         resolve_pretrained("laion/DALLE2-PyTorch/prior")
 
 

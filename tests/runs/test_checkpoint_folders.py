@@ -96,5 +96,5 @@ def test_a_checkpoint_without_its_config_and_a_model_of_another_shape_is_a_clear
     state.write_text(json.dumps({"counters": json.loads(state.read_text())["counters"]}))  # as older versions wrote
     data = config.model_dump(mode="json")
     data["model"]["dim_latent"] = 16
-    with pytest.raises(ValueError, match=r"weights of a model of another shape .*size mismatch"):
+    with pytest.raises(ValueError, match=r"saved weights do not fit this .*size mismatch"):
         TrainingRun(config_from_dict(data), resume=True, show_progress=False)

@@ -100,8 +100,10 @@ def test_serve_main_loads_the_checkpoint_and_runs_uvicorn(checkpoint, monkeypatc
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: calls.update(app=app, host=host, port=port))
     serve_main(checkpoint, host="127.0.0.1", port=7861, max_batch=2, threads=torch.get_num_threads())
     assert (calls["host"], calls["port"]) == ("127.0.0.1", 7861)
-    with TestClient(calls["app"]) as client:
+    with TestClient(calls["app"], base_url="http://127.0.0.1:7861") as client:  # a Host it is bound to
         assert client.get("/v1/health").json()["queue"]["max_batch"] == 2
+    with TestClient(calls["app"]) as client:  # "testserver": not a name this server answers to
+        assert client.get("/v1/health").status_code == 400
     for bad in ({"port": 70000}, {"port": "80"}, {"threads": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             serve_main(checkpoint, **bad)
