@@ -161,7 +161,7 @@ def test_values_are_checked_by_the_constructor():
                           "model": {"unet": [{"dim": "wide"}], "unconditional": True}})
 
 
-def test_a_decoder_config_trains_latent_diffusion_with_a_saved_or_described_vae(tmp_path):
+def test_a_decoder_config_builds_latent_diffusion_with_a_saved_or_described_vae(tmp_path):
     vae_keywords = {"dim": 8, "image_size": 16, "layers": 1, "vq_codebook_dim": 4, "vq_codebook_size": 16,
                     "use_vgg_and_gan": False, "attn_heads": 1, "attn_dim_head": 8}
     torch.manual_seed(0)
