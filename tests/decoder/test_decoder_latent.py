@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dalle2_pytorch.decoder import Decoder
+from dalle2_pytorch.decoder.lowres import resize_image_to
 from dalle2_pytorch.vae.vqgan_vae import NullVQGanVAE, VQGanVAE
 from tests.factories import tiny_vae as factory_vae
 
@@ -31,11 +32,30 @@ def test_unet_channels_and_sizes_follow_the_vae():
 
 
 def test_training_encodes_targets_and_keeps_the_vae_frozen():
+    """The unet is trained on noised VAE latents of the resized target: two batches drawn with the same noise and
+    times differ at the unet's input by exactly sqrt(alpha_bar_t) times the difference of their latents."""
     decoder = latent_cascade()
     before = {k: v.clone() for k, v in decoder.vaes[0].state_dict().items()}
-    loss = decoder(images(size=32), image_embed=embeds(), unet_number=1)
+    inputs = []
+    original_forward = decoder.unets[0].forward
+
+    def spy(x, t, **kwargs):
+        inputs.append((x.detach(), t))
+        return original_forward(x, t, **kwargs)
+
+    decoder.unets[0].forward = spy
+    pictures = (images(size=32), images(size=32).flip(-1))
+    for picture in pictures:
+        torch.manual_seed(3)
+        loss = decoder(picture, image_embed=embeds(), unet_number=1)
     loss.backward()
     assert torch.isfinite(loss)
+    (x_a, t), (x_b, t_b) = inputs
+    stage = decoder.stage(1)
+    latents = [stage.encode(resize_image_to(decoder.normalize_img(p), 16)) for p in pictures]
+    assert x_a.shape == latents[0].shape == (2, decoder.vaes[0].encoded_dim, 8, 8) and torch.equal(t, t_b)
+    scale = stage.schedule.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(x_a - x_b, scale * (latents[0] - latents[1]), atol=1e-5, rtol=1e-4)
     assert all(torch.equal(before[k], v) for k, v in decoder.vaes[0].state_dict().items())
     assert all(p.grad is None for p in decoder.vaes[0].parameters())
 
