@@ -136,9 +136,10 @@ def test_zero_terminal_snr_starts_at_the_infinite_level_only_for_x0_and_v():
         assert seen[-1] == 19                  # σ = ∞ is the last step
 
 
-def test_self_conditioning_passes_the_previous_x0_estimate():
-    """While sampling, a self-conditioned network gets None at the first step and then the previous step's x0
-    estimate (after the x0 transform)."""
+@pytest.mark.parametrize("sampler, steps", [("ddim", 3), ("ddpm", 3), ("euler", 3), ("dpmpp_2m", 3), ("heun", 2)])
+def test_self_conditioning_passes_the_previous_x0_estimate(sampler, steps):
+    """While sampling, a self-conditioned network gets None at its first call and then the x0 estimate of the call
+    before (after the x0 transform), in every sampler; Heun's corrector gets its predictor's estimate."""
     schedule = NoiseSchedule("cosine", 20)
     received = []
 
@@ -147,7 +148,7 @@ def test_self_conditioning_passes_the_previous_x0_estimate():
         return torch.full_like(x_vp, 0.5 * len(received))
 
     denoiser = ModelDenoiser(network, schedule, "x0", self_condition=True, x0_transform=lambda x0: x0.clamp(max=0.6))
-    sample_loop(denoiser, (2, 3), sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0))
+    sample_loop(denoiser, (2, 3), sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0))
     assert len(received) == 3 and received[0] is None
     torch.testing.assert_close(received[1], torch.full((2, 3), 0.5))   # the first x0 (after its transform)
     torch.testing.assert_close(received[2], torch.full((2, 3), 0.6))   # 1.0 clamped to 0.6

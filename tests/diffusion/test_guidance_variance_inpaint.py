@@ -104,6 +104,24 @@ def test_repaint_keeps_known_region_exactly_and_fills_the_rest():
         repaint_sample_loop(ModelDenoiser(network, schedule, "x0"), (16, 3, 8, 8), known, mask, resample_times=0)
 
 
+def test_repaint_starts_the_unknown_region_from_the_generators_unit_noise():
+    """The first network input outside the mask is the generator's first N(0, I) draw at the VP scale."""
+    schedule = NoiseSchedule("cosine", 20)
+    model = vp_model_from_ve(gaussian_denoiser(0.0, 1.0), schedule)
+    calls = []
+
+    def network(x_vp, t):
+        calls.append(x_vp.clone())
+        return model(x_vp, t)
+
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2] = 1
+    repaint_sample_loop(ModelDenoiser(network, schedule, "x0"), (2, 3, 4, 4), torch.ones(2, 3, 4, 4), mask,
+                        resample_times=1, steps=5, generator=torch.Generator().manual_seed(0))
+    first_draw = torch.randn((2, 3, 4, 4), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(calls[0][..., 2:], first_draw[..., 2:], atol=1e-6, rtol=1e-6)
+
+
 def test_condition_keep_mask_drops_at_the_given_rate():
     from dalle2_pytorch.diffusion import condition_keep_mask
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dalle2_pytorch.diffusion import (NoiseSchedule, diffusion_loss, model_output_to_x0,
+from dalle2_pytorch.diffusion import (NoiseSchedule, diffusion_loss, eps_from_x0, model_output_to_x0,
                                       p2_loss_weights, training_target)
 
 
@@ -16,6 +16,13 @@ def test_training_target_maps_back_to_x0(objective):
     xt = sched.q_sample(x0, t, noise)
     target = training_target(sched, objective, x0, noise, t)
     torch.testing.assert_close(model_output_to_x0(sched, objective, target, xt, t), x0, atol=1e-5, rtol=1e-5)
+
+
+def test_eps_from_x0_recovers_the_noise_of_q_sample():
+    sched = NoiseSchedule("cosine", 100)
+    x0, noise = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)
+    t = torch.tensor([0, 10, 50, 90])
+    torch.testing.assert_close(eps_from_x0(sched, sched.q_sample(x0, t, noise), t, x0), noise, atol=1e-5, rtol=1e-5)
 
 
 def test_unknown_objective_and_loss_rejected():

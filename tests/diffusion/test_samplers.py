@@ -92,6 +92,17 @@ def test_seeded_sampling_is_reproducible_and_callback_sees_every_step():
     assert torch.equal(a, b) and seen == list(range(10))
 
 
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_reports_each_step_with_the_step_count(sampler):
+    sched = NoiseSchedule("cosine", 100)
+    den = ModelDenoiser(vp_model_from_ve(gaussian_denoiser(0.0, 1.0), sched), sched, "x0")
+    seen = []
+    out = sample_loop(den, (2, 3), sampler=sampler, steps=6, generator=torch.Generator().manual_seed(0),
+                      callback=lambda info: seen.append((info["i"], info["total"], info["x"])))
+    assert [(i, total) for i, total, _ in seen] == [(i, 6) for i in range(6)]
+    assert torch.equal(seen[-1][2], out)  # the last report is the sample
+
+
 def test_zero_terminal_snr_schedule_samples_with_v_objective():
     sched = NoiseSchedule("linear", 100, zero_terminal_snr=True)
     den = ModelDenoiser(vp_model_from_ve(gaussian_denoiser(1.0, 0.5), sched), sched, "x0")
