@@ -116,7 +116,7 @@ def test_clip_conditioned_decoder_reports_faithfulness(tmp_path, monkeypatch):
 
 
 def test_decoder_trains_on_webdataset_shards_with_external_embeddings(tmp_path):
-    from tests.data.shard_helpers import build_img2dataset_shards
+    from tests.data.shard_helpers import build_img2dataset_shards, row_embedding
 
     shards, embeddings = build_img2dataset_shards(tmp_path, shards=2, rows=list(range(8)), dim=8)
     config = config_from_dict({
@@ -133,9 +133,17 @@ def test_decoder_trains_on_webdataset_shards_with_external_embeddings(tmp_path):
         "tracker": QUIET,
         "checkpointing": {"directory": str(tmp_path / "run"), "save_every": 100},
     })
-    seen = []
-    run = TrainingRun(config, show_progress=False, on_batch=lambda step, batch: seen.append(batch["captions"]))
+    seen, pairs = [], []
+
+    def record(step, batch):
+        seen.append(batch["captions"])
+        pairs.extend(zip(batch["captions"], batch["image_embed"]))
+
+    run = TrainingRun(config, show_progress=False, on_batch=record)
     summary = run.run()
+    # every image trained on carries the external embedding of its own key (shard, row)
+    assert len(pairs) == 32 and all(torch.equal(embed, torch.from_numpy(row_embedding(int(key[:4]), int(key[4:]))))
+                                    for key, embed in pairs)
     assert summary["step"] == 8 and summary["epoch"] == 2 and np.isfinite(summary["val_loss"])
     assert sorted(c for batch in seen[:4] for c in batch) == sorted(f"{s:04d}{r:04d}" for s in (0, 1)
                                                                    for r in range(8))
