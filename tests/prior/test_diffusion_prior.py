@@ -213,6 +213,8 @@ def test_bad_inputs_raise_clear_errors():
         sample(prior, text_embed, sampler="nope")
     with pytest.raises(ValueError, match="num_samples_per_batch"):
         sample(prior, text_embed, num_samples_per_batch=0)
+    with pytest.raises(ValueError, match="conditioned on text encodings: text_cond must hold 'text_encodings'"):
+        make_prior(condition_on_text_encodings=True).p_sample_loop((4, DIM), {"text_embed": text_embed})
 
 
 def test_bad_construction_raises():
@@ -232,7 +234,7 @@ def test_bad_construction_raises():
     with pytest.raises(ValueError, match="num_timesteps"):
         DiffusionPrior(DiffusionPriorNetwork(DIM, depth=1, dim_head=8, num_timesteps=10), image_embed_dim=DIM,
                        timesteps=20)
-    with pytest.raises(TypeError, match="DiffusionPriorNetwork"):
+    with pytest.raises(TypeError, match="net must be a DiffusionPriorNetwork, got Linear"):
         DiffusionPrior(torch.nn.Linear(2, 2), image_embed_dim=DIM)
 
 

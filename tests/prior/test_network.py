@@ -27,6 +27,7 @@ def inputs(batch: int = 3, text_len: int = 4):
     {"num_timesteps": 100, "self_cond": True, "norm_in": True, "normformer": True, "num_text_embeds": 2,
      "num_image_embeds": 2, "num_time_embeds": 2},
     {"rotary_emb": False, "cosine_sim": False, "final_proj": False, "norm_out": False},
+    {"max_text_len": 1},  # a prefix of one null token
 ])
 def test_shared_null_prefix_equals_full_sequence(options):
     """Without text encodings the null tokens are computed once for the batch: same function as padding every row."""
@@ -34,7 +35,7 @@ def test_shared_null_prefix_equals_full_sequence(options):
     x, t, text_embed, _ = inputs()
     with torch.no_grad():
         cached = net(x, t, text_embed=text_embed, cache=net.prefix_cache())  # sampling: keys/values from a cache
-        padded = net(x, t, text_embed=text_embed, text_encodings=torch.zeros(3, 2, DIM))  # all padding: full path
+        padded = net(x, t, text_embed=text_embed, text_encodings=torch.zeros(3, 1, DIM))  # all padding: full path
     shared = net(x, t, text_embed=text_embed)  # training: null tokens run once, beside the rows
     torch.testing.assert_close(cached, padded, atol=1e-5, rtol=0)
     torch.testing.assert_close(shared.detach(), padded, atol=1e-5, rtol=0)

@@ -1,0 +1,67 @@
+"""Trainer arguments and checkpoint mismatches fail with messages that name what was wrong; valid edge values work."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from dalle2_pytorch.trainers import DecoderTrainer, DiffusionPriorTrainer, ModelTrainer
+from dalle2_pytorch.trainers.ema import EMASettings
+
+from .helpers import EMBED_DIM, tiny_decoder, tiny_prior
+
+
+def test_accelerator_and_bad_step_limit_are_checked():
+    with pytest.raises(TypeError, match="accelerator must be an accelerate.Accelerator, got str"):
+        ModelTrainer(nn.Linear(2, 2), lr=1e-3, accelerator="cpu")
+    trainer = ModelTrainer(nn.Linear(2, 2), lr=1e-3, accelerator=Accelerator(cpu=True))
+    assert trainer.accelerator.device.type == "cpu"
+    with pytest.raises(ValueError, match="max_consecutive_bad_steps"):
+        DecoderTrainer(tiny_decoder(), max_consecutive_bad_steps=0)
+
+
+def test_a_model_without_a_config_saves_and_loads(tmp_path):
+    """A plain module has no ``config`` to rebuild it from: its checkpoint records none, and loads back."""
+    torch.manual_seed(0)
+    trainer = ModelTrainer(nn.Linear(2, 2), lr=1e-3, device="cpu")
+    _, meta = trainer.training_state()
+    assert meta["model"] is None
+    trainer.save(tmp_path / "plain.safetensors")
+    other = ModelTrainer(nn.Linear(2, 2), lr=1e-3, device="cpu")
+    other.load(tmp_path / "plain.safetensors")
+    assert torch.equal(other.model.weight, trainer.model.weight)
+
+
+def test_loading_a_checkpoint_without_ema_into_an_ema_trainer_is_a_clear_error(tmp_path):
+    DecoderTrainer(tiny_decoder(), use_ema=False).save(tmp_path / "no_ema.safetensors")
+    with pytest.raises(ValueError, match="has no EMA for unet1; build the trainer with use_ema=False"):
+        DecoderTrainer(tiny_decoder()).load(tmp_path / "no_ema.safetensors")
+
+
+def test_a_decoder_with_nothing_to_train_is_an_error():
+    decoder = tiny_decoder()
+    decoder.requires_grad_(False)
+    with pytest.raises(ValueError, match="the decoder has no unet with trainable parameters"):
+        DecoderTrainer(decoder)
+
+
+def test_ema_settings_accept_beta_zero_and_name_a_bad_inv_gamma():
+    assert EMASettings(beta=0.0).beta == 0.0  # beta 0: the average is the online weights
+    with pytest.raises(ValueError, match="ema_inv_gamma"):
+        EMASettings(beta=0.9, inv_gamma=0.0)
+
+
+def test_prior_trainer_samples_in_chunks_of_at_most_max_batch_size(monkeypatch):
+    trainer = DiffusionPriorTrainer(tiny_prior(), lr=1e-3)
+    rows = []
+    original = trainer.model.sample
+
+    def recording(*args, **kwargs):
+        rows.append(kwargs["text_embed"].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.model, "sample", recording)
+    out = trainer.sample(text_embed=torch.randn(5, EMBED_DIM), max_batch_size=2, timesteps=3)
+    assert out.shape == (5, EMBED_DIM) and rows == [2, 2, 1]
