@@ -18,7 +18,7 @@ def test_accelerator_and_bad_step_limit_are_checked():
         ModelTrainer(nn.Linear(2, 2), lr=1e-3, accelerator="cpu")
     trainer = ModelTrainer(nn.Linear(2, 2), lr=1e-3, accelerator=Accelerator(cpu=True))
     assert trainer.accelerator.device.type == "cpu"
-    with pytest.raises(ValueError, match="max_consecutive_bad_steps"):
+    with pytest.raises(ValueError, match=r"^max_consecutive_bad_steps=0: expected a positive int"):
         DecoderTrainer(tiny_decoder(), max_consecutive_bad_steps=0)
 
 
@@ -49,11 +49,12 @@ def test_a_decoder_with_nothing_to_train_is_an_error():
 
 def test_ema_settings_accept_beta_zero_and_name_a_bad_inv_gamma():
     assert EMASettings(beta=0.0).beta == 0.0  # beta 0: the average is the online weights
-    with pytest.raises(ValueError, match="ema_inv_gamma"):
+    with pytest.raises(ValueError, match=r"^ema_inv_gamma=0.0: expected a positive number"):
         EMASettings(beta=0.9, inv_gamma=0.0)
 
 
-def test_prior_trainer_samples_in_chunks_of_at_most_max_batch_size(monkeypatch):
+@pytest.mark.parametrize("use_non_ema", [False, True])
+def test_prior_trainer_samples_in_chunks_of_at_most_max_batch_size(monkeypatch, use_non_ema):
     trainer = DiffusionPriorTrainer(tiny_prior(), lr=1e-3)
     rows = []
     original = trainer.model.sample
@@ -63,5 +64,20 @@ def test_prior_trainer_samples_in_chunks_of_at_most_max_batch_size(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(trainer.model, "sample", recording)
-    out = trainer.sample(text_embed=torch.randn(5, EMBED_DIM), max_batch_size=2, timesteps=3)
+    out = trainer.sample(text_embed=torch.randn(5, EMBED_DIM), max_batch_size=2, timesteps=3, use_non_ema=use_non_ema)
     assert out.shape == (5, EMBED_DIM) and rows == [2, 2, 1]
+
+
+def test_prior_trainer_samples_with_the_ema_network_unless_asked_not_to():
+    trainer = DiffusionPriorTrainer(tiny_prior(), lr=1e-2, ema_beta=0.5, ema_update_after_step=0, ema_update_every=1)
+    for _ in range(2):
+        trainer(text_embed=torch.randn(4, EMBED_DIM), image_embed=torch.randn(4, EMBED_DIM))
+        trainer.update()
+    text_embed = torch.randn(3, EMBED_DIM)
+
+    def draw(sample, **kwargs):
+        return sample(text_embed=text_embed, timesteps=3, generator=torch.Generator().manual_seed(0), **kwargs)
+
+    online = draw(trainer.model.sample)
+    assert torch.equal(draw(trainer.sample, use_non_ema=True), online)
+    assert not torch.equal(draw(trainer.sample), online)
