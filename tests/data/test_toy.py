@@ -74,6 +74,7 @@ def test_render_and_caption_helpers():
     assert caption_for(spec, with_position=True, with_size=True, with_background=True) == \
         "a small blue triangle on the left on a white background"
     assert set(vocabulary()["position"]) == set(POSITIONS)
+    assert sorted(vocabulary()) == ["background", "colour", "position", "shape", "size"]
     assert caption_templates()[0] == "a {colour} {shape}"
 
 

@@ -70,6 +70,8 @@ def test_in_shard_embeddings_and_resizing(tmp_path):
     assert [txt for _, _, txt in items] == ["00000001", "00000002"]
     assert items[0][0].shape == (3, 16, 16)
     assert torch.equal(items[1][1]["img"], torch.from_numpy(row_embedding(0, 2)))
+    as_extra = list(ImageEmbeddingDataset(urls=str(shards / "0000.tar"), image_size=16, extra_keys=("npy",)))
+    assert torch.equal(as_extra[1][2], torch.from_numpy(row_embedding(0, 2)))  # an .npy extra comes decoded
 
 
 def test_corrupt_image_and_missing_embedding_are_skipped_and_counted(tmp_path):
