@@ -73,6 +73,7 @@ def test_render_and_caption_helpers():
     assert torch.allclose(image[:, 0, -1], torch.ones(3))  # background corner is white
     assert caption_for(spec, with_position=True, with_size=True, with_background=True) == \
         "a small blue triangle on the left on a white background"
+    assert caption_for(spec) == "a blue triangle"  # colour and shape only, unless asked
     assert set(vocabulary()["position"]) == set(POSITIONS)
     assert sorted(vocabulary()) == ["background", "colour", "position", "shape", "size"]
     assert caption_templates()[0] == "a {colour} {shape}"
