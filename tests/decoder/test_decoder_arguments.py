@@ -5,7 +5,7 @@ import torch
 
 from dalle2_pytorch.decoder import Decoder
 
-from .helpers import EMBED_DIM, embeds, images, tiny_decoder, tiny_unet
+from .helpers import EMBED_DIM, TEXT_DIM, embeds, images, text_encodings, tiny_decoder, tiny_unet
 from .test_decoder_latent import tiny_vae
 
 
@@ -44,3 +44,15 @@ def test_bad_inpainting_masks_are_clear_errors():
 def test_with_flags_given_a_list_equal_to_the_current_tuple_changes_nothing():
     unet = tiny_unet(image_embed_dim=EMBED_DIM)
     assert unet.with_flags(dim_mults=[1, 2]) is unet
+
+
+def test_unet_rejects_an_odd_dim_no_dim_mults_and_a_text_batch_unlike_x():
+    with pytest.raises(ValueError, match=r"^dim must be even \(it sizes a sin/cos time embedding\), got 15"):
+        tiny_unet(dim=15)
+    with pytest.raises(ValueError, match="dim_mults"):
+        tiny_unet(dim_mults=())
+    unet = tiny_unet(image_embed_dim=EMBED_DIM, cond_on_image_embeds=True, text_embed_dim=TEXT_DIM,
+                     cond_on_text_encodings=True).eval()
+    with pytest.raises(ValueError, match=r"^text_encodings has batch size 3 but x has 2"):
+        unet(images(size=8), torch.zeros(2, dtype=torch.long), image_embed=embeds(),
+             text_encodings=text_encodings(batch=3))
