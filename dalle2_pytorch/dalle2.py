@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -28,9 +28,13 @@ from dalle2_pytorch.manipulations import ManipulationsMixin
 from dalle2_pytorch.prior.conditioning import most_similar_candidates
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
 from dalle2_pytorch.pipeline_files import (COMPONENTS, PIPELINE_FILE, SamplingDefaults, find_layout,
-                                           pipeline_file_contents, read_legacy_sampling, read_pipeline_file)
+                                           is_diffusers_unclip, pipeline_file_contents, read_legacy_sampling,
+                                           read_pipeline_file)
 from dalle2_pytorch.serialization import PretrainedMixin, register_to_config, resolve_class, save_json
 from dalle2_pytorch.validation import check_seed, strict_keywords
+
+if TYPE_CHECKING:
+    from dalle2_pytorch.karlo import KarloPipeline
 
 TextInput = Union[str, Sequence[str], torch.Tensor]
 
@@ -173,14 +177,20 @@ class DALLE2(ManipulationsMixin, PretrainedMixin, nn.Module):
     @classmethod
     def from_pretrained(cls, directory: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu",
                         strict: bool = True, *, revision: Optional[str] = None,
-                        allow_download: Optional[bool] = None) -> "DALLE2":
+                        allow_download: Optional[bool] = None) -> Union["DALLE2", "KarloPipeline"]:
         """Load a pipeline saved by :meth:`save_pretrained`, or one of the older layouts (see the class docstring),
         from a folder or a Hugging Face Hub id (``org/repo[@revision][/subfolder]``, see
         :func:`~dalle2_pytorch.hub.resolve_pretrained`).  The folder's own files never make it download anything
         unless ``allow_download`` (see :func:`~dalle2_pytorch.hub.loading_checkpoint`).
 
-        A folder that is none of the layouts raises a FileNotFoundError that lists the files each layout has."""
+        A diffusers unCLIP folder (Karlo) gives a ``dalle2_pytorch.karlo.KarloPipeline`` with the same call
+        signature (docs/karlo.md). A folder that is none of the layouts raises a FileNotFoundError that lists the
+        files each layout has."""
         root = resolve_pretrained(directory, revision)
+        if is_diffusers_unclip(root):
+            from dalle2_pytorch.karlo import KarloPipeline
+
+            return KarloPipeline.from_pretrained(root, map_location=map_location)
         with loading_checkpoint(allow_download):
             return cls._from_local_pipeline(root, map_location, strict)
 

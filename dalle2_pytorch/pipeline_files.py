@@ -177,6 +177,13 @@ def _describe(directory: Path) -> str:
     return f"it holds {entries[:12]}" if entries else "it is empty"
 
 
+def is_diffusers_unclip(directory: Path) -> bool:
+    """Whether ``directory`` is a diffusers unCLIP pipeline folder (Karlo's layout: ``model_index.json`` naming
+    ``UnCLIPPipeline``), which :meth:`DALLE2.from_pretrained` loads as a ``dalle2_pytorch.karlo.KarloPipeline``."""
+    index = Path(directory) / "model_index.json"
+    return index.is_file() and load_json(index).get("_class_name") == "UnCLIPPipeline"
+
+
 def find_layout(directory: Path) -> str:
     """``"pipeline"`` (pipeline.json), ``"config"`` (an old DALLE2 config.json) or ``"components"`` (the demo's
     prior/ + decoder/); a FileNotFoundError that lists what was expected otherwise."""
@@ -194,7 +201,8 @@ def find_layout(directory: Path) -> str:
         f"{directory} is not a saved DALLE2 pipeline ({found}). Expected one of: {PIPELINE_FILE} with prior/ and "
         f"decoder/ (DALLE2.save_pretrained); config.json + model.safetensors naming DALLE2 (an older "
         f"DALLE2.save_pretrained); prior/config.json and decoder/config.json, optionally with {LEGACY_SAMPLING_FILE} "
-        "(what `dalle2 demo` wrote, e.g. outputs/checkpoints)")
+        "(what `dalle2 demo` wrote, e.g. outputs/checkpoints); a diffusers unCLIP folder (model_index.json "
+        "naming UnCLIPPipeline, e.g. Karlo)")
 
 
 def read_pipeline_file(directory: Path) -> dict[str, Any]:

@@ -14,7 +14,7 @@ LAYERS = [
     {"diffusion"},
     {"clip", "vae", "pipeline_files"},
     {"compat"},
-    {"prior", "decoder"},
+    {"prior", "decoder", "karlo"},
     {"recipes", "manipulations"},
     {"dalle2"},
     {"trainers", "data", "trackers"},

@@ -33,8 +33,10 @@ def ancestral_step(sigma_from: Tensor, sigma_to: Tensor, eta: float = 1.0) -> tu
     """(σ_down, σ_up) of a stochastic step; η = 1 is DDPM's posterior, η = 0 deterministic DDIM."""
     if eta == 0 or sigma_to == 0:
         return sigma_to, torch.zeros_like(sigma_to)
-    sigma_up = torch.minimum(sigma_to, eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2).sqrt())
-    return (sigma_to ** 2 - sigma_up ** 2).sqrt(), sigma_up
+    # in float64: from a large σ (cosine's ~2e4) σ_up is within 1e-6 of σ_to and σ_down² = σ_to² - σ_up² cancels
+    s_from, s_to = sigma_from.double(), sigma_to.double()
+    sigma_up = torch.minimum(s_to, eta * (s_to ** 2 * (s_from ** 2 - s_to ** 2) / s_from ** 2).sqrt())
+    return (s_to ** 2 - sigma_up ** 2).sqrt().to(sigma_to.dtype), sigma_up.to(sigma_to.dtype)
 
 
 # ---------------------------------------------------------------------------------- samplers
