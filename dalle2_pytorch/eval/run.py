@@ -52,13 +52,15 @@ def run_evaluation(checkpoint_dir: str | Path, *, images_per_caption: int = 4, n
     started = time.perf_counter()
     pipeline = DALLE2.from_pretrained(directory).to(device).eval()
     clip, defaults = pipeline.prior.clip, pipeline.sampling_defaults
+    if clip is None and features == "clip":  # a Karlo folder has a CLIP text encoder only
+        raise ValueError("features='clip' needs the pipeline's CLIP image encoder and this pipeline has none; "
+                         "use features='random'")
     image_size = int(pipeline.decoder.image_sizes[-1])
     dataset = ToyShapesDataset(num_samples=num_real_images, image_size=image_size, seed=1)
     captions = [caption for caption in dataset.all_captions() for _ in range(images_per_caption)]
     generator = torch.Generator().manual_seed(seed)
 
     say(f"generating {len(captions)} images for {len(captions) // images_per_caption} toy captions")
-    tokens = tokenize(captions, context_length=clip.max_text_len, truncate=True).to(device)
     images = pipeline(captions, generator=generator).float().cpu()
 
     say(f"scoring against {num_real_images} real toy images")
@@ -67,6 +69,10 @@ def run_evaluation(checkpoint_dir: str | Path, *, images_per_caption: int = 4, n
     metrics: dict[str, Any] = dict(toy_faithfulness(images, captions))
     metrics.update(image_quality(real_images, images, feature_extractor=extractor.to("cpu"),
                                  kid_subset_size=min(100, len(captions), num_real_images)))
+    if clip is None:  # no CLIP image encoder: no CLIP score and no prior metrics (they compare CLIP embeddings)
+        metrics.update({"num_images": len(captions), "seconds": round(time.perf_counter() - started, 1)})
+        return metrics
+    tokens = tokenize(captions, context_length=clip.max_text_len, truncate=True).to(device)
     metrics.update(clip_score(images.to(device), tokens, clip))
     real_tokens = tokenize(real_captions, context_length=clip.max_text_len, truncate=True).to(device)
     real_embeds = clip.embed_image(real_images.to(device)).image_embed

@@ -17,6 +17,7 @@ import torch
 from dalle2_pytorch.dalle2 import DALLE2, SamplingDefaults
 from dalle2_pytorch.diffusion import RowGenerators
 from dalle2_pytorch.diffusion.samplers import SAMPLERS
+from dalle2_pytorch.karlo import KarloPipeline
 
 Progress = Callable[[float], None]  # fraction of the batch's sampling done, in [0, 1]
 
@@ -53,10 +54,10 @@ class DALLE2Engine:
     form), when given, replaces them on ``dalle2``.
     """
 
-    def __init__(self, dalle2: DALLE2, *,
+    def __init__(self, dalle2: Union[DALLE2, KarloPipeline], *,
                  defaults: Optional[Union[SamplingDefaults, Mapping[str, Any]]] = None) -> None:
-        if not isinstance(dalle2, DALLE2):
-            raise TypeError(f"dalle2 must be a DALLE2, got {type(dalle2).__name__}")
+        if not isinstance(dalle2, (DALLE2, KarloPipeline)):
+            raise TypeError(f"dalle2 must be a DALLE2 or a KarloPipeline, got {type(dalle2).__name__}")
         self.dalle2 = dalle2.eval()
         if defaults is not None:
             self.dalle2.sampling_defaults = defaults
