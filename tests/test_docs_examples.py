@@ -24,7 +24,7 @@ from tests.docs_examples import (DOCS, NO_RUN, ROOT, RUN, code_blocks, documenta
 PUBLIC_MODULES = {
     "dalle2_pytorch", "dalle2_pytorch.diffusion", "dalle2_pytorch.clip", "dalle2_pytorch.prior",
     "dalle2_pytorch.vae", "dalle2_pytorch.trainers", "dalle2_pytorch.data", "dalle2_pytorch.dataloaders",
-    "dalle2_pytorch.runs", "dalle2_pytorch.eval", "dalle2_pytorch.serve",
+    "dalle2_pytorch.runs", "dalle2_pytorch.eval", "dalle2_pytorch.serve", "dalle2_pytorch.karlo",
 }
 PYTHON_LANGUAGES = {"python", "python3", "py", "py3", "pycon", "ipython", "pyi"}
 
@@ -128,6 +128,10 @@ def check_evaluation(ns: dict) -> None:
     assert ns["result"]["faithfulness"] == 1.0
 
 
+def check_karlo(ns: dict) -> None:
+    assert type(ns["pipe"]).__name__ == "KarloPipeline" and shape(ns, "images") == (2, 3, 16, 16)
+
+
 CHECKS: dict[str, Callable[[dict], None]] = {
     "README.md": check_readme,
     "docs/index.md": check_index,
@@ -142,13 +146,17 @@ CHECKS: dict[str, Callable[[dict], None]] = {
     "docs/cli.md": check_cli,
     "docs/pretrained.md": check_pretrained,
     "docs/evaluation.md": check_evaluation,
+    "docs/karlo.md": check_karlo,
 }
+NEEDS = {"docs/karlo.md": "diffusers"}  # pages whose examples need an optional extra (skipped without it)
 SLOW_PAGES = {"docs/decoder.md", "docs/training.md", "docs/cli.md"}
 
 
 @pytest.mark.parametrize("page", [pytest.param(page, marks=[pytest.mark.slow] if page in SLOW_PAGES else [])
                                   for page in CHECKS])
 def test_page_examples_run(page, tmp_path, monkeypatch):
+    if page in NEEDS:
+        pytest.importorskip(NEEDS[page])
     check = CHECKS[page]
     check(run_page(page, tmp_path, monkeypatch))
 
