@@ -3,6 +3,7 @@ and are seed-reproducible, DALLE2.from_pretrained recognises the folder, and the
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -125,3 +126,9 @@ def test_half_precision_weights(karlo_folder):
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
     with pytest.raises(ValueError, match="dtype='float8'"):
         KarloPipeline.from_pretrained(karlo_folder, dtype="float8")
+
+
+def test_missing_diffusers_is_a_clear_import_error(karlo_folder, monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as if the karlo extra were not installed
+    with pytest.raises(ImportError, match=r"pip install 'dalle2-pytorch\[karlo\]'"):
+        DALLE2.from_pretrained(karlo_folder)
