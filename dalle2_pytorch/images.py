@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dalle2_pytorch.atomic import atomic_write_bytes
 
-__all__ = ["captioned_grid", "make_grid", "resize_image_to", "save_captioned_grid", "save_image", "to_pil",
+__all__ = ["caption_slug", "captioned_grid", "wrap_caption", "make_grid", "resize_image_to", "save_captioned_grid", "save_image", "to_pil",
            "to_pil_images", "to_uint8", "write_png"]
 
 RESIZE_MODES = ("nearest", "bilinear")
@@ -123,9 +125,41 @@ def save_image(image: torch.Tensor, path: str | os.PathLike,
     return write_png(to_pil(image, value_range), path)
 
 
+def caption_slug(caption: str, max_length: int = 60) -> str:
+    """A caption as a safe file-name part: ASCII letters, digits and single underscores, at most ``max_length``
+    characters, never empty.  No path separator, dot or other punctuation survives, so a caption such as
+    ``x/../../f`` names a file inside the output folder (``x_f``), never outside it."""
+    ascii_text = unicodedata.normalize("NFKD", str(caption)).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", ascii_text).strip("_")[:max_length].rstrip("_")
+    return slug or "image"
+
+
+def wrap_caption(caption: str, fits) -> list[str]:
+    """``caption`` cut into lines at spaces, each line short enough for ``fits(line)``; a word too long for one line
+    is cut within the word.  Nothing is dropped: the lines joined by spaces give the caption back."""
+    lines: list[str] = []
+    current = ""
+    for word in caption.split():
+        candidate = f"{current} {word}" if current else word
+        if fits(candidate):
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        while not fits(word) and len(word) > 1:  # a word longer than a line: cut it
+            cut = max(1, max(i for i in range(1, len(word) + 1) if fits(word[:i]) or i == 1))
+            lines.append(word[:cut])
+            word = word[cut:]
+        current = word
+    if current:
+        lines.append(current)
+    return lines or [""]
+
+
 def captioned_grid(images: torch.Tensor | Sequence[torch.Tensor], captions: Sequence[str], *, columns: int = 4,
                    cell: int = 96, caption_height: int = 14) -> Image.Image:
-    """A grid of ``images`` in [0, 1] (upscaled to ``cell`` px, nearest) with each caption written beneath its image."""
+    """A grid of ``images`` in [0, 1] (upscaled to ``cell`` px, nearest) with each caption written beneath its image,
+    wrapped onto as many lines (``caption_height`` px each) as the longest caption needs."""
     images = list(images)
     if len(images) != len(captions):
         raise ValueError(f"got {len(images)} images but {len(captions)} captions")
@@ -135,16 +169,20 @@ def captioned_grid(images: torch.Tensor | Sequence[torch.Tensor], captions: Sequ
     rows = (len(images) + columns - 1) // columns
     pad = 4
     font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = [wrap_caption(str(caption), lambda line: measure.textlength(line, font=font) <= cell)
+               for caption in captions]
+    text_height = caption_height * max(len(lines) for lines in wrapped)
     width = columns * (cell + pad) + pad
-    height = rows * (cell + caption_height + pad) + pad
+    height = rows * (cell + text_height + pad) + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for i, (image, caption) in enumerate(zip(images, captions)):
+    for i, (image, lines) in enumerate(zip(images, wrapped)):
         r, c = divmod(i, columns)
-        left, top = pad + c * (cell + pad), pad + r * (cell + caption_height + pad)
+        left, top = pad + c * (cell + pad), pad + r * (cell + text_height + pad)
         canvas.paste(to_pil(image).resize((cell, cell), Image.NEAREST), (left, top))
-        text = caption if draw.textlength(caption, font=font) <= cell else caption[: max(1, cell // 6)] + "…"
-        draw.text((left, top + cell + 1), text, fill=(0, 0, 0), font=font)
+        for j, line in enumerate(lines):
+            draw.text((left, top + cell + 1 + j * caption_height), line, fill=(0, 0, 0), font=font)
     return canvas
 
 

@@ -56,9 +56,35 @@ def test_save_image_and_grids_write_pngs(tmp_path):
     expected = ((image + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     assert np.array_equal(np.asarray(Image.open(path)), expected)
     images = torch.rand(5, 3, 8, 8)
-    grid = captioned_grid(images, [f"caption {i}" for i in range(5)], columns=2, cell=16)
+    grid = captioned_grid(images, [f"c {i}" for i in range(5)], columns=2, cell=16)
     assert grid.size == (2 * 20 + 4, 3 * (16 + 14 + 4) + 4)
     written = save_captioned_grid(images, ["x"] * 5, tmp_path / "grid.png", columns=5, cell=16)
     assert Image.open(written).size == (5 * 20 + 4, 16 + 14 + 8)
     with pytest.raises(ValueError, match="5 images but 4 captions"):
         captioned_grid(images, ["x"] * 4)
+
+
+def test_grid_captions_wrap_instead_of_being_cut():
+    from dalle2_pytorch.images import wrap_caption
+
+    caption = "a small red circle at the top left beside a blue square"
+    lines = wrap_caption(caption, lambda line: len(line) <= 12)
+    assert " ".join(lines) == caption and all(len(line) <= 12 for line in lines) and len(lines) > 1
+    assert wrap_caption("abcdefghij", lambda line: len(line) <= 4) == ["abcd", "efgh", "ij"]
+    images = torch.rand(2, 3, 8, 8)
+    one_line = captioned_grid(images, ["a", "b"], columns=2, cell=96)
+    wrapped = captioned_grid(images, [caption, "b"], columns=2, cell=96)
+    assert wrapped.size[0] == one_line.size[0]
+    assert wrapped.size[1] >= one_line.size[1] + 14   # room for the extra lines, nothing truncated
+
+
+def test_caption_slug_is_a_safe_file_name(tmp_path):
+    from dalle2_pytorch.images import caption_slug
+
+    assert caption_slug("a red circle") == "a_red_circle"
+    for caption in ("x/../../f", "..", "/etc/passwd", "a\\b:c*?<>|", "", "  ", "ü/ñ"):
+        slug = caption_slug(caption)
+        assert slug and "/" not in slug and "\\" not in slug and "." not in slug
+        assert (tmp_path / slug).resolve().parent == tmp_path.resolve()
+    assert caption_slug("x/../../f") == "x_f"
+    assert len(caption_slug("word " * 50)) <= 60

@@ -67,7 +67,7 @@ def sample(args: argparse.Namespace) -> int:
     import torch
 
     from dalle2_pytorch.dalle2 import DALLE2
-    from dalle2_pytorch.images import save_captioned_grid, save_image
+    from dalle2_pytorch.images import caption_slug, save_captioned_grid, save_image
 
     if args.num_images < 1:
         raise ValueError(f"--num-images {args.num_images}: expected at least 1")
@@ -82,7 +82,7 @@ def sample(args: argparse.Namespace) -> int:
                       generator=torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     for i, (image, caption) in enumerate(zip(images, captions)):
-        save_image(image, out / f"{i:03d}_{caption.replace(' ', '_')[:60]}.png")
+        save_image(image, out / f"{i:03d}_{caption_slug(caption)}.png")
     grid = save_captioned_grid(images, captions, out / "grid.png", columns=args.num_images)
     print(f"wrote {len(images)} images and {grid} to {out}")
     return 0

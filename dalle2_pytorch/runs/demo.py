@@ -11,9 +11,6 @@ share of images that the pixel judge reads as their caption.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
@@ -25,12 +22,14 @@ from dalle2_pytorch.clip.model import CLIP
 from dalle2_pytorch.dalle2 import DALLE2
 from dalle2_pytorch.data import ToyShapesDataset, faithfulness, judge_image
 from dalle2_pytorch.decoder import Decoder
-from dalle2_pytorch.pipeline_files import LEGACY_SAMPLING_FILE, SamplingDefaults
+from dalle2_pytorch.pipeline_files import SamplingDefaults
 from dalle2_pytorch.prior.diffusion_prior import DiffusionPrior
-from dalle2_pytorch.serialization import load_json, save_json
+from dalle2_pytorch.serialization import save_json
 from dalle2_pytorch.runs.config_base import ConfigError, StrictModel, read_config_file, validate_config
 from dalle2_pytorch.runs.configs import config_class
-from dalle2_pytorch.images import save_captioned_grid, save_image
+from dalle2_pytorch.images import caption_slug, save_captioned_grid, save_image
+from dalle2_pytorch.runs.stages import (Threads, fingerprint, forget_stages, load_or_train, model_part,
+                                        sampling_settings, save_pipeline, train_stage)
 
 JUDGED = ("colour", "shape")
 STAGES = ("clip", "prior", "decoder")
@@ -79,72 +78,6 @@ def load_demo(path: str | Path) -> tuple[DemoConfig, dict[str, dict[str, Any]]]:
     return demo, stages
 
 
-def _fingerprint(*parts: Any) -> str:
-    """Hash of what a stage's checkpoint depends on (its config without run folders): a rerun reuses it."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _model_part(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k not in ("checkpointing", "tracker")}
-
-
-def train_stage(stage: str, data: dict[str, Any], out: Path, *, clip_dir: Optional[Path] = None,
-                show_progress: bool = True):
-    """Train one stage with :class:`TrainingRun` (run folder ``<out>/training/<stage>``) and return the model.
-
-    The run is quiet apart from its progress bar (metrics go to the run folder's logs), saves one checkpoint at the
-    end, and a prior or decoder is given the CLIP saved at ``clip_dir``."""
-    from dalle2_pytorch.runs.loop import TrainingRun
-
-    data = json.loads(json.dumps(data))  # a copy
-    run_dir = out / "training" / stage
-    shutil.rmtree(run_dir, ignore_errors=True)  # an earlier run of other settings: this one starts afresh
-    # one checkpoint, at the end (the stage's model is what the demo keeps)
-    data["checkpointing"] = {**data.get("checkpointing", {}), "directory": str(run_dir), "save_every": 10 ** 9,
-                             "copy_to": None, "hf_repo": None}
-    data["tracker"] = {"console": False, "jsonl": True}
-    if clip_dir is not None:
-        data["model"]["clip"] = {"kind": "builtin", "path": str(clip_dir)}
-    run = TrainingRun(validate_config(config_class(stage), data, f"demo {stage} config"), show_progress=show_progress)
-    run.run()
-    with run.trainer.ema_weights():  # the EMA weights when the config keeps an EMA
-        state = {k: v.clone() for k, v in run.model.state_dict().items()}
-    model = run.model
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def _load_or_train(stage: str, directory: Path, fingerprint: str, cls, train: Callable[[], torch.nn.Module],
-                   say: Callable[[str], None]):
-    marker = directory / "demo_stage.json"
-    if marker.is_file() and load_json(marker).get("fingerprint") == fingerprint:
-        say(f"reusing {stage} from {directory}")
-        return cls.from_pretrained(directory).eval()
-    started = time.perf_counter()
-    model = train()
-    model.save_pretrained(directory)
-    save_json({"fingerprint": fingerprint, "seconds": round(time.perf_counter() - started, 1)}, marker)
-    return model
-
-
-def sampling_settings(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The pipeline's sampling settings: each stage config's evaluation sampler, steps and guidance scale."""
-    settings = {}
-    for stage in ("prior", "decoder"):
-        evaluation = validate_config(config_class(stage), stages[stage]).evaluation
-        settings[stage] = {"sampler": evaluation.sampler, "steps": evaluation.sample_steps,
-                           "cond_scale": evaluation.cond_scale}
-    return settings
-
-
-def save_pipeline(pipeline: DALLE2, checkpoints: Path) -> Path:
-    """The demo's final save: ``DALLE2.save_pretrained`` over the trained stages (``prior/`` and ``decoder/``
-    rewritten in place, ``clip/`` and the stage markers kept), with the sampling defaults in ``pipeline.json`` —
-    the one pipeline layout that `dalle2 sample`, `dalle2 serve` and `dalle2 eval` read."""
-    (checkpoints / LEGACY_SAMPLING_FILE).unlink(missing_ok=True)   # an older demo's settings; pipeline.json replaces them
-    return pipeline.save_pretrained(checkpoints)
-
-
 def run_demo(preset: str | Path = "small", out: str | Path = "outputs", *, retrain: bool = False,
              threads: int = 1, say: Callable[[str], None] = print) -> dict:
     """Train (or reuse) the three stages, generate, judge; returns the summary also written to ``results.json``.
@@ -152,16 +85,11 @@ def run_demo(preset: str | Path = "small", out: str | Path = "outputs", *, retra
     ``preset``: ``small``/``tiny`` or the path of a demo config file.  ``threads``: torch CPU threads.  One is the
     default: these models are so small that more threads mostly add synchronisation, and on a busy machine spinning
     threads slow a run down many times over."""
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"threads={threads!r}: expected a positive int")
+    threads_context = Threads(threads)
     path = demo_config_path(preset) if str(preset) in PRESETS else Path(preset)
     demo, stages = load_demo(path)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with threads_context:
         return _run_demo(demo, stages, Path(out), retrain, say)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run_demo(demo: DemoConfig, stages: dict[str, dict[str, Any]], out: Path, retrain: bool,
@@ -170,19 +98,18 @@ def _run_demo(demo: DemoConfig, stages: dict[str, dict[str, Any]], out: Path, re
     started = time.perf_counter()
     say(f"dalle2 demo, preset {demo.name!r}: training " + ", ".join(f"{s} ({getattr(demo, s)})" for s in STAGES))
     if retrain:
-        for stage in STAGES:
-            (checkpoints / stage / "demo_stage.json").unlink(missing_ok=True)
+        forget_stages([checkpoints / stage for stage in STAGES])
 
-    clip_print = _fingerprint(_model_part(stages["clip"]))
-    clip = _load_or_train("clip", checkpoints / "clip", clip_print, CLIP,
+    clip_print = fingerprint(model_part(stages["clip"]))
+    clip = load_or_train("clip", checkpoints / "clip", clip_print, CLIP,
                           lambda: train_stage("clip", stages["clip"], out), say)
     del clip  # the prior and decoder load their own frozen copies from its folder
-    fingerprints = {s: _fingerprint(clip_print, _model_part({**stages[s], "model": {**stages[s]["model"],
+    fingerprints = {s: fingerprint(clip_print, model_part({**stages[s], "model": {**stages[s]["model"],
                                                                                     "clip": None}}))
                     for s in ("prior", "decoder")}
-    prior = _load_or_train("prior", checkpoints / "prior", fingerprints["prior"], DiffusionPrior,
+    prior = load_or_train("prior", checkpoints / "prior", fingerprints["prior"], DiffusionPrior,
                            lambda: train_stage("prior", stages["prior"], out, clip_dir=checkpoints / "clip"), say)
-    decoder = _load_or_train("decoder", checkpoints / "decoder", fingerprints["decoder"], Decoder,
+    decoder = load_or_train("decoder", checkpoints / "decoder", fingerprints["decoder"], Decoder,
                              lambda: train_stage("decoder", stages["decoder"], out, clip_dir=checkpoints / "clip"),
                              say)
 
@@ -201,7 +128,7 @@ def _run_demo(demo: DemoConfig, stages: dict[str, dict[str, Any]], out: Path, re
         stale.unlink()
     readings = []
     for i, (image, caption) in enumerate(zip(images, captions)):
-        save_image(image, image_dir / f"{i:03d}_{caption.replace(' ', '_')}.png")
+        save_image(image, image_dir / f"{i:03d}_{caption_slug(caption)}.png")
         seen = judge_image(image)
         readings.append({"caption": caption, "seen": f"{seen.colour} {seen.shape}",
                          "match": seen.colour in caption.split() and seen.shape in caption.split()})

@@ -73,3 +73,13 @@ def test_sample_errors_name_the_expected_files(tmp_path, capsys):
     assert main(["sample", CAPTION, "--checkpoint", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "pipeline.json" in err and "prior/config.json" in err
+
+
+def test_sample_file_names_cannot_escape_the_output_folder(tmp_path):
+    directory = save_tiny_checkpoint(tmp_path / "dalle2")
+    out = tmp_path / "deep" / "out"
+    assert main(["sample", "x/../../f", "a: b?", "--checkpoint", str(directory), "--num-images", "1",
+                 "--out", str(out)]) == 0
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
+    assert written == [p.relative_to(tmp_path) for p in sorted(out.glob("*.png"))]
+    assert sorted(p.name for p in out.glob("*.png")) == ["000_x_f.png", "001_a_b.png", "grid.png"]
