@@ -29,6 +29,8 @@ def train(args: argparse.Namespace) -> int:
                          + (" (or --images DIR)" if args.kind == "decoder" else ""))
     else:
         config = load_train_config(args.config, kind=args.kind)
+    if getattr(args, "threads", None) is not None:  # --threads wins over the config's trainer.threads
+        config.trainer.threads = args.threads
     from dalle2_pytorch.runs.preflight import preflight
 
     # every check `dalle2 config validate` makes, before anything is allocated or trained

@@ -14,7 +14,7 @@ import traceback
 from functools import partial
 from typing import Sequence
 
-from dalle2_pytorch.cli import commands
+from dalle2_pytorch.cli import commands, pipeline_commands
 from dalle2_pytorch.cli.manipulate_commands import add_manipulation_commands
 from dalle2_pytorch.errors import DISTRIBUTION, UserError
 from dalle2_pytorch.hub import allow_downloads
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("name", nargs="?", help="an example, e.g. toy_decoder (without it: list them)")
     example.add_argument("--out", default=".", help="folder to write it to (default: the current folder)")
     example.set_defaults(run=commands.config_example)
+    pipeline_commands.register(sub)
     return parser
 
 

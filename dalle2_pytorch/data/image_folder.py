@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -18,9 +19,11 @@ from torch.utils.data import Dataset
 
 from dalle2_pytorch.errors import BadDataError
 
+from .captions import captions_for
 from .preprocess import ImagePreprocessor, load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+UNREADABLE = (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError)
 
 
 def list_image_files(folder: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
@@ -35,8 +38,9 @@ def list_image_files(folder: str | os.PathLike, extensions: Sequence[str] = IMAG
 class ImageFolderDataset(Dataset):
     """Images under ``folder`` resized/cropped to ``image_size`` (see :class:`ImagePreprocessor`).
 
-    captions: when True, each image needs a ``<same name>.txt`` beside it (checked up front; a missing caption is a
-    ValueError listing a few) and items are ``(image, caption)``.  Random crops/flips are drawn from a generator
+    captions: when True, each image needs a caption — a ``<same name>.txt`` beside it or an entry in the folder's
+    ``captions.csv`` / ``captions.jsonl`` (see :mod:`.captions`; checked up front, a missing caption is a ValueError
+    listing a few) — and items are ``(image, caption)``.  Random crops/flips are drawn from a generator
     seeded by ``(seed, epoch, index)``, so an item is reproducible; call :meth:`set_epoch` to vary them per epoch.
     """
 
@@ -48,11 +52,7 @@ class ImageFolderDataset(Dataset):
             raise ValueError(f"folder={str(folder)!r} holds no images with extensions {list(extensions)}")
         self.preprocess = ImagePreprocessor(image_size=image_size, crop=crop, random_flip=random_flip)
         self.captions = captions
-        if captions:
-            missing = [str(path) for path in self.files if not path.with_suffix(".txt").is_file()]
-            if missing:
-                raise ValueError(f"captions=True but {len(missing)} images have no .txt caption beside them, "
-                                 f"e.g. {missing[:3]}")
+        self.caption_texts = captions_for(self.folder, self.files) if captions else None
         self.seed = seed
         self.epoch = 0
         self.num_skipped = 0  # counted in the process that reads; with DataLoader workers each worker counts its own
@@ -75,8 +75,7 @@ class ImageFolderDataset(Dataset):
         image = self.preprocess(load_image(path), self._generator(index))
         if not self.captions:
             return image
-        caption = path.with_suffix(".txt").read_text(encoding="utf-8", errors="replace").strip()
-        return image, caption
+        return image, self.caption_texts[index]
 
     def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, str]:
         if not 0 <= index < len(self.files):
@@ -85,7 +84,7 @@ class ImageFolderDataset(Dataset):
             candidate = (index + offset) % len(self.files)
             try:
                 return self._read(candidate)
-            except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as error:
+            except UNREADABLE as error:
                 name = str(self.files[candidate])
                 if name not in self.skipped_files:
                     self.skipped_files.add(name)
@@ -94,3 +93,38 @@ class ImageFolderDataset(Dataset):
                                   f"({self.num_skipped} skipped so far)", RuntimeWarning, stacklevel=2)
         raise BadDataError(f"no image under {str(self.folder)!r} could be read ({self.num_skipped} unreadable files, "
                            f"e.g. {sorted(self.skipped_files)[0]}): put decodable JPEG/PNG/WebP files there")
+
+
+@dataclass
+class FolderScan:
+    """What a captioned folder holds: the readable images with their captions, and the files that could not be read."""
+
+    files: list[Path]
+    captions: list[str]
+    unreadable: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)   # shorter side of each readable image, in pixels
+
+    @property
+    def distinct_captions(self) -> list[str]:
+        return sorted(set(self.captions))
+
+
+def scan_captioned_folder(folder: str | os.PathLike) -> FolderScan:
+    """Read every image once: the readable ones with their captions, and the unreadable ones (skipped, counted)."""
+    files = list_image_files(folder)
+    if not files:
+        raise ValueError(f"{folder!r} holds no images (.jpg, .jpeg, .png, .webp)")
+    captions = captions_for(folder, files)
+    scan = FolderScan([], [])
+    for path, caption in zip(files, captions):
+        try:
+            image = load_image(path)
+        except UNREADABLE:
+            scan.unreadable.append(str(path))
+            continue
+        scan.files.append(path)
+        scan.captions.append(caption)
+        scan.sizes.append(min(image.size))
+    if not scan.files:
+        raise ValueError(f"none of the {len(files)} images under {folder!r} could be read")
+    return scan

@@ -27,7 +27,7 @@ class ToyData(StrictModel):
 
 
 class ImageFolderData(StrictModel):
-    """A folder of images, with same-named .txt captions when ``captions`` is true."""
+    """A folder of images; with ``captions`` true each needs a caption (same-named .txt, or captions.csv/jsonl)."""
 
     source: Literal["image_folder"] = "image_folder"
     path: str
@@ -38,6 +38,9 @@ class ImageFolderData(StrictModel):
     seed: int = 0
     batch_size: int = Field(32, gt=0)
     num_workers: int = Field(0, ge=0)
+    batches: Literal["shuffled", "per_caption"] = Field(
+        "shuffled", description="per_caption (captions: true; for data whose captions repeat): every batch holds "
+                                "each caption batch_size/#captions times, each with a random image of it")
 
 
 class WebdatasetData(StrictModel):
@@ -88,6 +91,8 @@ class TrainerSection(StrictModel):
                                                            "gradients add up: the update of the whole batch with the "
                                                            "memory of one micro-batch")
     seed: int = 0
+    threads: Optional[int] = Field(None, gt=0, description="torch CPU threads for the run (None: leave the "
+                                   "process's setting; the dalle2 command sets 1 unless --threads says otherwise)")
     unet_numbers: Optional[list[int]] = Field(None, description="decoder only: unets to train (default all)")
     unet_steps: Optional[list[int]] = Field(
         None, description="decoder only: train the unets one after another, this many steps each (instead of "

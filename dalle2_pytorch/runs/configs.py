@@ -34,7 +34,7 @@ class ClipTrainConfig(_RunConfig):
 class PriorTrainConfig(_RunConfig):
     kind: str = Field("prior", pattern="^prior$")
     model: PriorModelConfig
-    data: Union[ClipRetrievalData, ToyData] = Field(discriminator="source")
+    data: Union[ClipRetrievalData, ToyData, ImageFolderData] = Field(discriminator="source")
 
 
 class DecoderTrainConfig(_RunConfig):

@@ -215,6 +215,12 @@ def build_source(config, rank: int = 0, world_size: int = 1, embed_dim: Optional
 
         dataset = ImageFolderDataset(config.path, image_size=config.image_size, captions=config.captions,
                                      random_flip=config.random_flip, seed=config.seed)
+        if config.batches == "per_caption":
+            if not config.captions:
+                raise ValueError("data.batches='per_caption' needs data.captions=true")
+            return PerCaptionSource(dataset, dataset.caption_texts, batch_size=config.batch_size,
+                                    val_fraction=config.val_fraction, seed=config.seed,
+                                    num_workers=config.num_workers, rank=rank, world_size=world_size)
         return MapStyleSource(dataset, batch_size=config.batch_size, val_fraction=config.val_fraction,
                               seed=config.seed, num_workers=config.num_workers, rank=rank, world_size=world_size)
     if isinstance(config, WebdatasetData):

@@ -1,6 +1,8 @@
-"""`dalle2 embed`: CLIP image embeddings for img2dataset shards, written as clip-retrieval style
+"""`dalle2 embed`: CLIP image and text embeddings for img2dataset shards, written as clip-retrieval style
 ``img_emb_<shard>.npy`` files whose row ``i`` belongs to the key ``<shard><i zero-padded>`` (what the decoder's
-``embeddings_url`` reads).  Rows of missing or unreadable images stay all zero (the loader skips those)."""
+``embeddings_url`` reads), and beside them ``text_emb_<shard>.npy`` with the same rows for the samples' ``.txt``
+captions (what ``text_embeddings_url`` reads).  Rows of missing or unreadable images stay all zero (the loader skips
+those)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from tqdm.auto import tqdm
 
 from dalle2_pytorch.data.preprocess import ImagePreprocessor
 from dalle2_pytorch.data.shards import ReadStats, expand_urls, iterate_tar_samples, shard_name
-from dalle2_pytorch.serialization import atomic_write_bytes
+from dalle2_pytorch.runs.embed_folder import embed_captions, load_clip_adapter, save_npy
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -25,12 +27,8 @@ def _image_bytes(sample: dict) -> bytes | None:
 
 @torch.no_grad()
 def embed_shards(urls: str, *, clip_dir: str, out: str, shard_width: int = 4, batch_size: int = 64) -> list[Path]:
-    from dalle2_pytorch.clip.adapters import BuiltinClipAdapter
-    from dalle2_pytorch.clip.model import CLIP
-
-    if not (Path(clip_dir) / "config.json").is_file():
-        raise FileNotFoundError(f"--clip {clip_dir!r}: no saved CLIP there (config.json missing)")
-    adapter = BuiltinClipAdapter(CLIP.from_pretrained(clip_dir)).eval()
+    """Write the embedding files of every shard; returns the image embedding files (text ones lie beside them)."""
+    adapter = load_clip_adapter(clip_dir)
     preprocess = ImagePreprocessor(image_size=adapter.image_size)
     written = []
     shards = expand_urls(urls)
@@ -38,7 +36,7 @@ def embed_shards(urls: str, *, clip_dir: str, out: str, shard_width: int = 4, ba
         raise ValueError(f"urls={urls!r} expands to no shard")
     for url in tqdm(shards, desc="embed", unit="shard"):
         stats = ReadStats()
-        rows, images = [], []
+        rows, images, captions = [], [], []
         for sample in iterate_tar_samples(url, stats):
             key = sample["__key__"].split("/")[-1]
             data = _image_bytes(sample)
@@ -49,13 +47,16 @@ def embed_shards(urls: str, *, clip_dir: str, out: str, shard_width: int = 4, ba
             except (OSError, ValueError):
                 continue
             rows.append(int(key[shard_width:]))
+            text = sample.get("txt")
+            captions.append(text.decode("utf-8", errors="replace").strip() if isinstance(text, bytes) else None)
         matrix = np.zeros((max(rows) + 1 if rows else 0, adapter.dim_latent), dtype=np.float32)
         for start in range(0, len(images), batch_size):
             embeds = adapter.embed_image(torch.stack(images[start:start + batch_size])).image_embed
             matrix[rows[start:start + batch_size]] = embeds.float().numpy()
-        buffer = io.BytesIO()
-        np.save(buffer, matrix)
-        path = Path(out) / f"img_emb_{shard_name(url)}.npy"
-        atomic_write_bytes(path, buffer.getvalue())
-        written.append(path)
+        written.append(save_npy(matrix, Path(out) / f"img_emb_{shard_name(url)}.npy"))
+        captioned = [(row, caption) for row, caption in zip(rows, captions) if caption is not None]
+        if captioned:
+            texts = np.zeros_like(matrix)
+            texts[[row for row, _ in captioned]] = embed_captions(adapter, [c for _, c in captioned]).numpy()
+            save_npy(texts, Path(out) / f"text_emb_{shard_name(url)}.npy")
     return written

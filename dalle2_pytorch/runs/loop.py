@@ -103,6 +103,8 @@ class TrainingRun:
         self.directory = Path(config.checkpointing.directory)
         self.show_progress = show_progress and self.accelerator.is_main_process
         self.on_batch = on_batch
+        if config.trainer.threads is not None:
+            torch.set_num_threads(config.trainer.threads)
         torch.manual_seed(config.trainer.seed)  # the same initial weights in every process
         model = config.model.create()
         self.task = build_task(config, model)

@@ -1,0 +1,24 @@
+"""A small captioned folder of toy shapes on disk (PNG + txt, and one unreadable file), shared by the own-data tests."""
+
+import pytest
+import torch
+
+from dalle2_pytorch.data.toy_folder import write_toy_folder
+
+CAPTIONS = ["a red circle", "a blue square", "a green triangle", "a yellow circle"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def toy_folder(tmp_path):
+    folder = write_toy_folder(tmp_path / "images", num_samples=24, image_size=32, captions=CAPTIONS)
+    (folder / "broken.png").write_bytes(b"not a png")
+    (folder / "broken.txt").write_text("a red circle")
+    return folder
