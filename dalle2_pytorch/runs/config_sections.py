@@ -93,7 +93,8 @@ class TrainerSection(StrictModel):
     seed: int = 0
     threads: Optional[int] = Field(None, gt=0, description="torch CPU threads for the run (None: leave the "
                                    "process's setting; the dalle2 command sets 1 unless --threads says otherwise)")
-    unet_numbers: Optional[list[int]] = Field(None, description="decoder only: unets to train (default all)")
+    unet_numbers: Optional[list[int]] = Field(None, description="decoder only: unets to train, taking turns in this "
+                                              "order (default all); repeat one to weight it: [1, 1, 2]")
     unet_steps: Optional[list[int]] = Field(
         None, description="decoder only: train the unets one after another, this many steps each (instead of "
                           "taking turns step by step); the run ends after their sum")

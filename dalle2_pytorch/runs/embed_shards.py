@@ -7,6 +7,7 @@ those)."""
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,13 @@ def _image_bytes(sample: dict) -> bytes | None:
 @torch.no_grad()
 def embed_shards(urls: str, *, clip_dir: str, out: str, shard_width: int = 4, batch_size: int = 64) -> list[Path]:
     """Write the embedding files of every shard; returns the image embedding files (text ones lie beside them)."""
+    from dalle2_pytorch.clip.tokenizer import VOCAB_SIZE
+
     adapter = load_clip_adapter(clip_dir)
+    with_text = adapter.clip.num_text_tokens >= VOCAB_SIZE
+    if not with_text:
+        warnings.warn(f"the CLIP in {clip_dir} has {adapter.clip.num_text_tokens} text tokens, fewer than the bundled "
+                      f"tokenizer's {VOCAB_SIZE}: writing image embeddings only", RuntimeWarning, stacklevel=2)
     preprocess = ImagePreprocessor(image_size=adapter.image_size)
     written = []
     shards = expand_urls(urls)
@@ -55,7 +62,7 @@ def embed_shards(urls: str, *, clip_dir: str, out: str, shard_width: int = 4, ba
             matrix[rows[start:start + batch_size]] = embeds.float().numpy()
         written.append(save_npy(matrix, Path(out) / f"img_emb_{shard_name(url)}.npy"))
         captioned = [(row, caption) for row, caption in zip(rows, captions) if caption is not None]
-        if captioned:
+        if captioned and with_text:
             texts = np.zeros_like(matrix)
             texts[[row for row, _ in captioned]] = embed_captions(adapter, [c for _, c in captioned]).numpy()
             save_npy(texts, Path(out) / f"text_emb_{shard_name(url)}.npy")

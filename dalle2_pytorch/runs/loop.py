@@ -155,17 +155,16 @@ class TrainingRun:
         evaluation = self.config.evaluation
         model = self.model
         model.eval()
-        losses, metrics, metric_batches = [], {}, 0
+        losses, batches = [], []
         with torch.random.fork_rng(devices=[]), self.trainer.ema_weights():
             torch.manual_seed(1234)
             for i, batch in enumerate(self.source.val_batches(evaluation.validation_batches)):
                 batch = _to_device(batch, self.accelerator.device)
                 losses.append(self.task.loss(model, batch, i).item())
-                if i == 0:
-                    metrics = self.task.metrics(model, batch, torch.Generator().manual_seed(0))
-                    metric_batches = 1
+                batches.append(batch)
+            metrics = self.task.validation_metrics(model, batches, torch.Generator().manual_seed(0)) if batches else {}
         model.train()
-        result = dict(metrics) if metric_batches else {}
+        result = dict(metrics)
         if losses:
             result["val_loss"] = sum(losses) / len(losses)
         return result
@@ -185,7 +184,8 @@ class TrainingRun:
             images, captions = made
             self.tracker.log_images(f"{self.config.kind}_samples", images.cpu(), captions, self.counters["step"])
 
-    def save(self, metrics: Optional[dict[str, float]] = None) -> None:
+    def _improved(self, metrics: Optional[dict[str, float]]) -> bool:
+        """Whether ``metrics`` beat the best value so far of ``checkpointing.best_metric`` (then it becomes the best)."""
         counters, section = self.counters, self.config.checkpointing
         value = (metrics or {}).get(section.best_metric)
         improved = value is not None and (counters["best"] is None or
@@ -193,12 +193,26 @@ class TrainingRun:
                                            else value > counters["best"]))
         if improved:
             counters["best"] = value
+        return improved
+
+    def save_best(self, metrics: dict[str, float]) -> None:
+        """At a validation step that is not a save step: write ``best`` when the metric improved."""
+        if self._improved(metrics):
+            self._upload([("best", save_checkpoint(self.directory / "best", self.trainer, dict(self.counters),
+                                                   False, run_config=self.config_record))])
+
+    def save(self, metrics: Optional[dict[str, float]] = None) -> None:
+        counters = self.counters
+        improved = self._improved(metrics)
         saved = []
         if improved:  # best first: killed before latest follows, the resumed run redoes this step and saves it again
             saved.append(("best", save_checkpoint(self.directory / "best", self.trainer, dict(counters), False,
                                                   run_config=self.config_record)))
         saved.insert(0, ("latest", save_checkpoint(self.directory / "latest", self.trainer, dict(counters),
                                                    run_config=self.config_record)))
+        self._upload(saved)
+
+    def _upload(self, saved: list) -> None:
         for saver in self.savers if self.accelerator.is_main_process else []:
             for name, path in saved:
                 saver.save(path, name)
@@ -269,6 +283,8 @@ class TrainingRun:
                     sampled_at = step
                 if step % every_save == 0:
                     self.save(evaluated)
+                elif evaluated:   # the best validated model is kept even between save steps
+                    self.save_best(evaluated)
                 if total is not None and step >= total:
                     done = True
                     break

@@ -109,6 +109,10 @@ class Task:
     def check_model(self, model) -> None:
         """What this kind needs of the model and the data together, checked before the first step."""
 
+    def validation_metrics(self, model, batches: list[dict[str, Any]], generator: torch.Generator) -> dict[str, float]:
+        """The kind's metrics at a validation step, given every validation batch (default: the first one's)."""
+        return self.metrics(model, batches[0], generator)
+
 
 class ClipTask(Task):
     kind = "clip"
@@ -140,6 +144,24 @@ class ClipTask(Task):
         best = logits.argmax(dim=-1).tolist()
         hits = sum(batch["captions"][j] == caption for j, caption in zip(best, batch["captions"]))
         return {"retrieval_accuracy": hits / len(best)}
+
+    def validation_metrics(self, model, batches, generator):
+        """Within-batch retrieval (first batch), and retrieval among the *distinct* captions of all validation
+        batches, which stays meaningful when captions repeat: ``zero_shot_accuracy`` (each image -> the best of the
+        distinct captions) and ``caption_to_image_top1`` (each distinct caption -> the best image: one of its own?)."""
+        metrics = self.metrics(model, batches[0], generator)
+        images = torch.cat([batch["images"] for batch in batches])
+        captions = [caption for batch in batches for caption in batch["captions"]]
+        distinct = sorted(set(captions))
+        if len(distinct) < 2:
+            return metrics
+        logits = model(_tokens(distinct, model.text_seq_len, images.device), images)   # (captions, images)
+        index = {caption: i for i, caption in enumerate(distinct)}
+        truth = torch.tensor([index[c] for c in captions], device=logits.device)
+        metrics["zero_shot_accuracy"] = (logits.argmax(dim=0) == truth).float().mean().item()
+        own = torch.arange(len(distinct), device=logits.device)
+        metrics["caption_to_image_top1"] = (truth[logits.argmax(dim=1)] == own).float().mean().item()
+        return metrics
 
 
 class PriorTask(Task):
@@ -197,10 +219,16 @@ class DecoderTask(Task):
     trainer_class = DecoderTrainer
 
     def __init__(self, config, unet_numbers: list[int], num_unets: int | None = None) -> None:
+        """``unet_numbers``: the unets trained, taking turns in this order; a number repeated trains that unet more
+        often (``[1, 1, 2]``: unet 1 two steps of every three)."""
         super().__init__(config)
-        self.unet_numbers = unet_numbers
+        self.turns = list(unet_numbers)
+        self.unet_numbers = list(dict.fromkeys(unet_numbers))   # each trained unet once
         self.num_unets = num_unets or max(unet_numbers)
         self.unet_steps = config.trainer.unet_steps
+        if self.unet_steps is not None and len(self.turns) != len(self.unet_numbers):
+            raise ValueError(f"trainer.unet_numbers={self.turns} repeats a unet to weight it, and unet_steps gives "
+                             f"each unet its own steps: use one of the two")
         if self.unet_steps is not None and (len(self.unet_steps) != len(unet_numbers) or min(self.unet_steps) < 1):
             raise ValueError(f"trainer.unet_steps={self.unet_steps}: give a positive step count for each unet "
                              f"trained ({unet_numbers})")
@@ -216,7 +244,7 @@ class DecoderTask(Task):
 
     def unet_for_step(self, step: int) -> int:
         if self.unet_steps is None:
-            return self.unet_numbers[step % len(self.unet_numbers)]
+            return self.turns[step % len(self.turns)]
         for number, steps in zip(self.unet_numbers, self.unet_steps):
             if step < steps:
                 return number
@@ -232,9 +260,9 @@ class DecoderTask(Task):
         if not isinstance(warmup, list) and self.unet_steps is None and not t.cosine_decay:
             return super().schedule(total_steps)
         warmups = warmup if isinstance(warmup, list) else [warmup] * len(self.unet_numbers)
-        # per unet: its own steps (taking turns: an equal share of the run)
-        own = self.unet_steps or [None if total_steps is None else -(-total_steps // len(self.unet_numbers))] * \
-            len(self.unet_numbers)
+        # per unet: its own steps (taking turns: its share of the turns)
+        own = self.unet_steps or [None if total_steps is None else -(-total_steps * self.turns.count(n) //
+                                                                      len(self.turns)) for n in self.unet_numbers]
         if t.cosine_decay and None in own:
             raise ValueError("trainer.cosine_decay needs a known run length: set trainer.max_steps or unet_steps")
         count = self.num_unets

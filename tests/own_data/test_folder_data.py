@@ -126,3 +126,17 @@ def test_trainer_threads_config_field(toy_folder, tmp_path):
         "checkpointing": {"directory": str(tmp_path / "vae")}})
     TrainingRun(config, show_progress=False)
     assert torch.get_num_threads() == 2
+
+
+def test_embed_shards_also_writes_text_embeddings(tmp_path):
+    from tests.data.shard_helpers import jpeg_bytes, write_shard
+
+    clip = tiny_clip(tmp_path / "clip")
+    samples = [{"__key__": f"0000{row:04d}", "jpg": jpeg_bytes((200, 30 * row, 30), (24, 24)),
+                "txt": f"caption {row}".encode()} for row in range(3)]
+    write_shard(tmp_path / "0000.tar", samples)
+    assert main(["embed", str(tmp_path / "0000.tar"), "--clip", str(tmp_path / "clip"), "--out",
+                 str(tmp_path / "emb")]) == 0
+    texts = np.load(tmp_path / "emb" / "text_emb_0000.npy")
+    expected = BuiltinClipAdapter(clip).eval().embed_text(tokenize(["caption 2"], context_length=8)).text_embed
+    assert texts.shape == (3, 8) and np.allclose(texts[2], expected[0].detach().numpy(), atol=1e-5)
