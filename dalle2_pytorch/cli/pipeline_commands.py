@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "text_emb/ and metadata/ (clip-retrieval layout)")
     embed.set_defaults(run=embed_command(embed.get_default("run")))
 
+    add_folder_eval_arguments(sub.choices["eval"])
+
     for parser in _leaf_parsers(sub):
         if "threads" not in {action.dest for action in parser._actions}:
             parser.add_argument("--threads", type=int, default=None,
@@ -122,6 +124,55 @@ def embed_command(original: Callable[[argparse.Namespace], int]) -> Callable[[ar
         info = embed_folder(args.images, clip_dir=args.clip, out=args.out, batch_size=args.batch_size)
         print(f"wrote {info['num_embedded']} image and text embeddings to {args.out} "
               f"({len(info['unreadable'])} unreadable images skipped)")
+        return 0
+
+    return run
+
+
+def add_folder_eval_arguments(evaluate: argparse.ArgumentParser) -> None:
+    """``dalle2 eval --images DIR``: score on a captioned folder instead of the toy set, with the sampling knobs."""
+    evaluate.add_argument("--images", default=None, help="a captioned image folder: score on its captions and images "
+                          "(CLIP score, FID/KID, diversity) instead of the toy set")
+    evaluate.add_argument("--max-captions", type=int, default=32, help="with --images: captions drawn (default 32)")
+    evaluate.add_argument("--cond-scale", type=float, default=None, help="with --images: decoder guidance on unet 1 "
+                          "(default: the pipeline's)")
+    evaluate.add_argument("--prior-num-samples", type=int, default=None, help="with --images: the prior's rerank "
+                          "count (default: the pipeline's)")
+    evaluate.add_argument("--eta", type=float, default=None, help="with --images: DDIM noise in [0, 1] (with "
+                          "--sampler ddim)")
+    evaluate.add_argument("--sampler", default=None, help="with --images: decoder sampler (default: the pipeline's)")
+    evaluate.add_argument("--steps", type=int, default=None, help="with --images: decoder steps (default: the "
+                          "pipeline's)")
+    features = _action(evaluate, "features")
+    features.choices.append("inception")
+    features.default = None
+    features.help = ("FID/KID features: random (a seeded random conv net; toy default), clip (the pipeline's CLIP; "
+                     "--images default) or inception (needs torch-fidelity)")
+    evaluate.set_defaults(run=eval_command(evaluate.get_default("run")))
+
+
+def eval_command(original: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        knobs = [name for name in ("cond_scale", "prior_num_samples", "eta", "sampler", "steps")
+                 if getattr(args, name) is not None]
+        if args.images is None:
+            if knobs:
+                raise ValueError(f"--{knobs[0].replace('_', '-')} applies with --images DIR")
+            if args.features == "inception":
+                raise ValueError("--features inception applies with --images DIR")
+            args.features = args.features or "random"
+            return original(args)
+        from dalle2_pytorch.eval.folder import evaluate_folder
+        from dalle2_pytorch.serialization import save_json
+
+        metrics = evaluate_folder(args.checkpoint, args.images, images_per_caption=args.images_per_caption,
+                                  max_captions=args.max_captions, max_real_images=args.num_real_images,
+                                  features=args.features or "clip", seed=args.seed, cond_scale=args.cond_scale,
+                                  prior_num_samples=args.prior_num_samples, eta=args.eta, sampler=args.sampler,
+                                  steps=args.steps, say=print)
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+        if args.out:
+            save_json(metrics, args.out)
         return 0
 
     return run

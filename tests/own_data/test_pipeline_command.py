@@ -101,3 +101,23 @@ def test_the_small_preset_learns_the_toy_folder(tmp_path):
     print(f"small preset: {results['faithfulness']:.1%} in {time.perf_counter() - started:.0f} s "
           f"({results['cpu_seconds']} CPU s)")
     assert results["image_size"] == 32 and results["faithfulness"] >= 0.9
+
+
+def test_eval_scores_a_pipeline_on_a_captioned_folder(toy_folder, tmp_path, capsys):
+    out = tmp_path / "pipeline"
+    assert main(["train", "pipeline", "--images", str(toy_folder), "--image-size", "32", "--preset", "tiny",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--images", str(toy_folder), "--images-per-caption", "2",
+                 "--out", str(tmp_path / "metrics.json")]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("clip_score", "real_clip_score", "fid", "kid_mean", "diversity", "diversity_pixels", "faithfulness"):
+        assert key in metrics, key
+    assert metrics["num_captions"] == 4 and metrics["num_images"] == 8 and metrics["num_unreadable"] == 1
+    assert metrics["diversity"] > 0
+    assert main(["eval", "--checkpoint", str(out), "--images", str(toy_folder), "--images-per-caption", "2",
+                 "--sampler", "ddim", "--eta", "1", "--prior-num-samples", "1", "--cond-scale", "2",
+                 "--out", str(tmp_path / "knobs.json")]) == 0
+    assert json.loads((tmp_path / "knobs.json").read_text())["clip_score"] != metrics["clip_score"]
+    assert main(["eval", "--checkpoint", str(out), "--eta", "1"]) == 2
+    assert "applies with --images" in capsys.readouterr().err
