@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dalle2_pytorch.cli.main import main
+from tests import factories
 from dalle2_pytorch.clip.adapters import BuiltinClipAdapter
-from dalle2_pytorch.clip.model import CLIP
 from dalle2_pytorch.clip.tokenizer import tokenize
 from dalle2_pytorch.data import ClipRetrievalEmbeddings, ImageFolderDataset
 from dalle2_pytorch.data.captions import captions_for, read_caption_file
@@ -19,10 +19,8 @@ from dalle2_pytorch.runs.loop import TrainingRun
 
 
 def tiny_clip(directory):
-    torch.manual_seed(0)
-    clip = CLIP(dim_text=16, dim_image=16, dim_latent=8, num_text_tokens=49408, text_seq_len=8, text_enc_depth=1, text_heads=2,
-                text_dim_head=8, visual_enc_depth=1, visual_heads=2, visual_dim_head=8, visual_image_size=16,
-                visual_patch_size=8, visual_patch_dropout=0.0)
+    """The factories' tiny CLIP with the bundled tokenizer's vocabulary (captions are tokenized with it), saved."""
+    clip = factories.tiny_clip(num_text_tokens=49408)
     clip.save_pretrained(directory)
     return clip
 
@@ -63,7 +61,7 @@ def test_embed_folder_writes_image_and_text_embeddings_in_clip_retrieval_layout(
     out = tmp_path / "emb"
     assert main(["embed", "--images", str(toy_folder), "--clip", str(tmp_path / "clip"), "--out", str(out)]) == 0
     embeddings = ClipRetrievalEmbeddings.from_folder(out, captions=True)
-    assert len(embeddings) == 24 and embeddings.dim == 8
+    assert len(embeddings) == 24 and embeddings.dim == 16
     import pyarrow.parquet as parquet
 
     table = parquet.read_table(out / "metadata" / "metadata_0.parquet").to_pydict()
@@ -82,7 +80,7 @@ def test_prior_and_per_caption_clip_runs_read_an_image_folder(toy_folder, tmp_pa
               "evaluation": {"validate_every": 0, "sample_every": 0, "sample_steps": 2}}
     prior = config_from_dict({
         "kind": "prior", **common,
-        "model": {"net": {"dim": 8, "depth": 1, "dim_head": 8, "heads": 2, "max_text_len": 8},
+        "model": {"net": {"dim": 16, "depth": 1, "dim_head": 8, "heads": 2, "max_text_len": 8},
                   "clip": {"kind": "builtin", "path": str(tmp_path / "clip")}, "timesteps": 10,
                   "condition_on_text_encodings": False},
         "data": {"source": "image_folder", "path": str(toy_folder), "image_size": 16, "captions": True,
@@ -139,4 +137,4 @@ def test_embed_shards_also_writes_text_embeddings(tmp_path):
                  str(tmp_path / "emb")]) == 0
     texts = np.load(tmp_path / "emb" / "text_emb_0000.npy")
     expected = BuiltinClipAdapter(clip).eval().embed_text(tokenize(["caption 2"], context_length=8)).text_embed
-    assert texts.shape == (3, 8) and np.allclose(texts[2], expected[0].detach().numpy(), atol=1e-5)
+    assert texts.shape == (3, 16) and np.allclose(texts[2], expected[0].detach().numpy(), atol=1e-5)
