@@ -112,7 +112,7 @@ def test_eval_scores_a_pipeline_on_a_captioned_folder(toy_folder, tmp_path, caps
     assert main(["eval", "--checkpoint", str(out), "--images", str(toy_folder), "--images-per-caption", "2",
                  "--out", str(tmp_path / "metrics.json")]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("clip_score", "real_clip_score", "fid", "kid_mean", "diversity", "diversity_pixels", "faithfulness"):
+    for key in ("clip_score", "real_clip_score", "fid", "kid_mean", "diversity", "diversity_clip", "faithfulness"):
         assert key in metrics, key
     assert metrics["num_captions"] == 4 and metrics["num_images"] == 8 and metrics["num_unreadable"] == 1
     assert metrics["diversity"] > 0
