@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,12 +108,3 @@ def folder_fingerprint(folder: str | os.PathLike) -> list[Any]:
             stat = path.stat()
             entries.append([path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns])
     return entries
-
-
-def read_embed_info(out: str | os.PathLike) -> Optional[dict[str, Any]]:
-    path = Path(out) / "embed_info.json"
-    if not path.is_file():
-        return None
-    from dalle2_pytorch.serialization import load_json
-
-    return load_json(path)

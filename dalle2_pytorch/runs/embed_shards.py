@@ -35,7 +35,7 @@ def embed_shards(urls: str, *, clip_dir: str, out: str, shard_width: int = 4, ba
     with_text = adapter.clip.num_text_tokens >= VOCAB_SIZE
     if not with_text:
         warnings.warn(f"the CLIP in {clip_dir} has {adapter.clip.num_text_tokens} text tokens, fewer than the bundled "
-                      f"tokenizer's {VOCAB_SIZE}: writing image embeddings only", RuntimeWarning, stacklevel=2)
+                      f"tokenizer's {VOCAB_SIZE}: writing image embeddings only", RuntimeWarning, stacklevel=3)
     preprocess = ImagePreprocessor(image_size=adapter.image_size)
     written = []
     shards = expand_urls(urls)
