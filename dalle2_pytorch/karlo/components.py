@@ -23,6 +23,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
+from dalle2_pytorch.errors import install_hint
 from dalle2_pytorch.karlo.denoisers import SchedulerSettings
 from dalle2_pytorch.serialization import load_json
 
@@ -31,7 +32,7 @@ UNCLIP_CLASS = "UnCLIPPipeline"
 MODULE_FOLDERS = ("prior", "text_encoder", "text_proj", "decoder", "super_res_first", "super_res_last")
 SCHEDULER_FOLDERS = ("prior_scheduler", "decoder_scheduler", "super_res_scheduler")
 SCHEDULER_FILE = "scheduler_config.json"
-INSTALL_HINT = "Karlo needs diffusers and transformers: pip install 'dalle2-pytorch[karlo]'"
+INSTALL_HINT = f"Karlo needs diffusers and transformers: {install_hint('karlo')}"
 
 
 def import_diffusers() -> Any:

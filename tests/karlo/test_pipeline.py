@@ -130,5 +130,5 @@ def test_half_precision_weights(karlo_folder):
 
 def test_missing_diffusers_is_a_clear_import_error(karlo_folder, monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # as if the karlo extra were not installed
-    with pytest.raises(ImportError, match=r"pip install 'dalle2-pytorch\[karlo\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'unclip-pytorch\[karlo\]'"):
         DALLE2.from_pretrained(karlo_folder)
