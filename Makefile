@@ -9,7 +9,7 @@ PY      = $(VENV)/bin/python
 # install your CUDA torch first and `pip install .` keeps it.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test clean chromium
+.PHONY: venv demo test test-long clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ chromium:
 
 test: $(VENV)/.installed-test chromium
 	$(PY) -m pytest -q -n 2 tests
+
+# the minutes-long learning runs of whole toy pipelines (marker `long`), left out of `make test`
+test-long: $(VENV)/.installed-test
+	$(PY) -m pytest -q -n 2 -m long tests
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

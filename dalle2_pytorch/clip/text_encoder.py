@@ -30,12 +30,20 @@ def load_text_encoder(name: str) -> tuple[Any, nn.Module]:
     transformers = import_optional("transformers", "TextEncoderClipAdapter", "hf", "transformers")
     tokenizer = transformers.AutoTokenizer.from_pretrained(name)
     config = transformers.AutoConfig.from_pretrained(name)
+    # on the meta device (a checkpoint's size check counts parameters without allocating) only the shapes matter
+    shapes_only = torch.empty(0).device.type == "meta"
     if config.model_type in ("t5", "mt5", "umt5"):  # T5 checkpoints, whole or encoder-only
-        encoder = transformers.T5EncoderModel.from_pretrained(name)
-    elif getattr(config, "is_encoder_decoder", False):
-        encoder = transformers.AutoModel.from_pretrained(name).get_encoder()
+        model_class = transformers.T5EncoderModel
     else:
-        encoder = transformers.AutoModel.from_pretrained(name)
+        model_class = transformers.AutoModel
+    if not shapes_only:
+        encoder = model_class.from_pretrained(name)
+    elif model_class is transformers.AutoModel:
+        encoder = transformers.AutoModel.from_config(config)
+    else:
+        encoder = model_class(config)
+    if model_class is not transformers.T5EncoderModel and getattr(config, "is_encoder_decoder", False):
+        encoder = encoder.get_encoder()
     return tokenizer, encoder
 
 

@@ -27,7 +27,7 @@ from dalle2_pytorch.serve.batching import BatchQueue, QueueFull
 from dalle2_pytorch.serve.engine import ImageEngine, Settings
 from dalle2_pytorch.serve.guards import DEFAULT_MAX_BODY_BYTES, error_response, guard, unprocessable
 from dalle2_pytorch.serve.jobs import Job, JobStore
-from dalle2_pytorch.serve.manipulate import add_manipulation_routes
+from dalle2_pytorch.serve.manipulate import UPLOAD_BODY_BYTES, UPLOAD_ROUTES, add_manipulation_routes
 from dalle2_pytorch.serve.schemas import MAX_SEED, Accepted, GenerateRequest, JobView
 
 STATIC = Path(__file__).parent / "static"
@@ -58,7 +58,8 @@ def create_app(engine: ImageEngine, *, max_batch: int = 8, batch_window: float =
     app.state.engine, app.state.store, app.state.queue = engine, store, queue
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    guard(app, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts)
+    guard(app, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts,
+          path_limits={route: max(max_body_bytes, UPLOAD_BODY_BYTES) for route in UPLOAD_ROUTES})
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -8,7 +8,8 @@ not allowed, and our own failures alike.
   request whose ``Host`` header names another host gets 400.  ``dalle2 serve`` allows the names it is bound to plus
   localhost (:func:`default_allowed_hosts`); ``DALLE2_ALLOWED_HOSTS`` (comma-separated) adds names, ``*`` allows all.
 * **Body size limit**: a body longer than ``max_body_bytes`` gets 413 before it is parsed, whether it announces its
-  length or is streamed in chunks.
+  length or is streamed in chunks.  Routes that carry images (the manipulation endpoints) get their own, larger
+  limit (``path_limits``), sized for their uploads, whose own per-image limit then answers with the field's name.
 """
 
 from __future__ import annotations
@@ -96,20 +97,22 @@ class HostAllowList:
 class BodySizeLimit:
     """ASGI middleware: 413 for a request body over ``max_bytes`` (announced, or counted while it streams)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: Optional[dict[str, int]] = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
-    def _refuse(self, send: Callable, size: str) -> Awaitable[None]:
-        return _send_json(send, 413, error_body(f"the request body is {size}; at most {self.max_bytes} bytes are "
-                                                "accepted", "body"))
+    def _refuse(self, send: Callable, size: str, limit: int) -> Awaitable[None]:
+        return _send_json(send, 413, error_body(f"the request body is {size}; at most {limit} bytes are accepted",
+                                                "body"))
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(send, f"{int(length)} bytes")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await self._refuse(send, f"{int(length)} bytes", limit)
         received, too_large = 0, False
 
         async def counted_receive() -> dict:
@@ -120,7 +123,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     too_large = True
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
@@ -131,7 +134,7 @@ class BodySizeLimit:
 
         await self.app(scope, counted_receive, guarded_send)
         if too_large:
-            await self._refuse(send, f"over {self.max_bytes} bytes")
+            await self._refuse(send, f"over {limit} bytes", limit)
 
 
 _TYPE_TAG = re.compile(r"\[|^(str|int|float|bool|none)$")  # pydantic's union members in a location: not fields
@@ -187,9 +190,11 @@ def install_error_bodies(app: FastAPI) -> None:
         return error_response(500, f"internal error ({type(error).__name__}); this is a bug in the server", None)
 
 
-def guard(app: FastAPI, *, max_body_bytes: int, allowed_hosts: Optional[Iterable[str]]) -> None:
-    """Install the error bodies, the body size limit and (when ``allowed_hosts`` is given) the Host allow-list."""
+def guard(app: FastAPI, *, max_body_bytes: int, allowed_hosts: Optional[Iterable[str]],
+          path_limits: Optional[dict[str, int]] = None) -> None:
+    """Install the error bodies, the body size limit (``path_limits``: larger ones for given routes) and (when
+    ``allowed_hosts`` is given) the Host allow-list."""
     install_error_bodies(app)
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes, path_limits=path_limits)
     if allowed_hosts is not None:
         app.add_middleware(HostAllowList, allowed=list(allowed_hosts))

@@ -30,6 +30,10 @@ from dalle2_pytorch.serve.jobs import Job, JobStore
 from dalle2_pytorch.serve.schemas import MAX_IMAGES_PER_PROMPT, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, SamplerName
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+UPLOAD_ROUTES = ("/v1/variations", "/v1/text-diff", "/v1/interpolate", "/v1/inpaint", "/v1/outpaint")
+# a request body of these routes: two uploads at most (image + mask, or both ends), base64 (4 bytes per 3) in data
+# URLs, and the settings
+UPLOAD_BODY_BYTES = 2 * (4 * -(-MAX_UPLOAD_BYTES // 3) + 64) + 64 * 1024
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp")
 MAX_WAITING = 4
 Text = Field(None, min_length=1, max_length=MAX_PROMPT_CHARS)

@@ -25,7 +25,8 @@ def pipeline(tmp: Path) -> Path:
     return save_tiny_checkpoint(tmp / "pipe")
 
 
-def prior_config(tmp: Path, *, dim: int = 8, embeddings: Path | None = None, steps: int = 2) -> Path:
+def prior_config(tmp: Path, *, dim: int = 8, depth: int = 1, embeddings: Path | None = None,
+                 steps: int = 2) -> Path:
     """A prior run on clip-retrieval embeddings that trains in a second (written to tmp/prior.json)."""
     if embeddings is None:
         embeddings = tmp / "emb"
@@ -35,7 +36,7 @@ def prior_config(tmp: Path, *, dim: int = 8, embeddings: Path | None = None, ste
             np.save(embeddings / name / f"{name}_0.npy", rng.normal(size=(64, 8)).astype(np.float32))
     config = {
         "kind": "prior",
-        "model": {"net": {"dim": dim, "depth": 1, "dim_head": 8, "heads": 2, "max_text_len": 4},
+        "model": {"net": {"dim": dim, "depth": depth, "dim_head": 8, "heads": 2, "max_text_len": 4},
                   "image_embed_dim": dim, "timesteps": 20, "sample_timesteps": 4,
                   "condition_on_text_encodings": False},
         "data": {"source": "clip_retrieval", "path": str(embeddings), "splits": {"train": 0.75, "val": 0.25},
@@ -96,8 +97,8 @@ def bad_trainer_file_on_resume(tmp):
 
 def changed_model_on_resume(tmp):
     trained_prior(tmp)
-    config = prior_config(tmp, dim=16, embeddings=tmp / "emb")
-    return ["train", "prior", "--config", config, "--resume"], ["latest"]
+    config = prior_config(tmp, depth=2, embeddings=tmp / "emb")  # same embedding width, another network
+    return ["train", "prior", "--config", config, "--resume"], ["latest", "model.net.depth"]
 
 
 def disk_full_while_saving(tmp, monkeypatch):

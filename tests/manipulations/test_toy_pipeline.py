@@ -9,7 +9,7 @@ from dalle2_pytorch.data import judge_image
 from .conftest import toy_images
 
 # the first run trains the small demo (about 270 s of CPU; on a loaded 2-core machine up to 20 min of wall time)
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(2400)]
 
 SOURCES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "circle"), ("magenta", "square"),
            ("cyan", "triangle")]

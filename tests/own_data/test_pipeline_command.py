@@ -91,6 +91,7 @@ def test_an_interrupted_stage_resumes_from_its_last_checkpoint(toy_folder, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(3600)   # minutes on a quiet machine, far more on a busy one
 def test_the_small_preset_learns_the_toy_folder(tmp_path):
     """Through the one command, on the 18-caption toy folder (2304 images): >= 90 % toy faithfulness.

@@ -72,7 +72,9 @@ def test_repeated_unet_numbers_weight_the_unets(tmp_path):
     assert run.task.schedule(6)["cosine_decay_max_steps"] == (4, 2)     # each unet decays over its own steps
     run.run()
     logged = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
-    assert [entry["unet"] for entry in logged if "unet" in entry] == [1, 1, 2, 1, 1, 2]
+    # each line (log_every 1) holds the loss of the unet that step trained, under loss/unet<n>
+    trained = [int(key[len("loss/unet"):]) for entry in logged for key in entry if key.startswith("loss/unet")]
+    assert trained == [1, 1, 2, 1, 1, 2]
     bad = config.model_copy(deep=True)
     bad.trainer.unet_steps = [3, 3]
     try:

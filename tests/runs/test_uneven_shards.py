@@ -26,7 +26,7 @@ def test_two_processes_on_uneven_shards_finish_with_one_checkpoint(tmp_path):
                  "embeddings_url": f"{tmp_path}/laion_embeddings/img_emb", "shard_width": 5, "image_size": 16,
                  "batch_size": 10, "num_workers": 0, "shuffle_num": 0},
         "trainer": {"epochs": 2, "lr": 1e-3},
-        "evaluation": {"validate_every": 0, "sample_every": 0, "validation_batches": 1},
+        "evaluation": {"validate_every": 0, "sample_every": 0, "validation_batches": 1, "sample_steps": 10},
         "tracker": {"console": False, "log_every": 1},
         "checkpointing": {"directory": str(tmp_path / "run"), "save_every": 1000},
     }

@@ -82,6 +82,20 @@ def test_bodies_over_the_limit_are_refused_unread(engine):
         assert client.post("/v1/generate", json={"prompt": "ok", "steps": 2}).status_code == 202
 
 
+def test_image_routes_take_upload_sized_bodies_and_text_routes_do_not(engine):
+    from dalle2_pytorch.serve.manipulate import MAX_UPLOAD_BYTES, UPLOAD_BODY_BYTES
+
+    body = b'{"image": "' + b"A" * (MAX_UPLOAD_BYTES // 2) + b'"}'  # 1 MiB of base64: over the text limit
+    with TestClient(create_app(engine)) as client:
+        assert_error_body(client.post("/v1/generate", content=body, headers={"content-type": "application/json"}),
+                          413, "body")
+        answer = client.post("/v1/variations", content=body, headers={"content-type": "application/json"})
+        assert answer.status_code != 413 or answer.json()["field"] != "body"  # read and judged by the route itself
+        huge = b'{"image": "' + b"A" * (UPLOAD_BODY_BYTES + 1) + b'"}'
+        assert_error_body(client.post("/v1/variations", content=huge, headers={"content-type": "application/json"}),
+                          413, "body")
+
+
 def test_only_allowed_host_names_are_answered(engine, monkeypatch):
     app = create_app(engine, allowed_hosts=["localhost", "127.0.0.1"])
     with TestClient(app, base_url="http://evil.example") as client:
