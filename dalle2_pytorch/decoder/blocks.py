@@ -33,24 +33,26 @@ def _norm_film_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, g
 class Block(nn.Module):
     """3×3 conv, GroupNorm, optional FiLM ``x * (scale + 1) + shift`` from the time embedding, SiLU.
 
-    While gradients are recorded, the cheap norm/FiLM/SiLU tail is recomputed in the backward pass
-    instead of storing its three full-size intermediate maps: the same gradients for about half the
-    activation memory of a block, at the cost of a few elementwise ops.
+    With ``recompute_norm`` (see :func:`set_norm_recompute`), while gradients are recorded the
+    norm/FiLM/SiLU tail is recomputed in the backward pass instead of storing its two extra full-size
+    intermediate maps: the same gradients for less activation memory, but a slower training step.
     """
 
-    def __init__(self, dim: int, dim_out: int, *, groups: int = 8, weight_standardization: bool = False):
+    def __init__(self, dim: int, dim_out: int, *, groups: int = 8, weight_standardization: bool = False,
+                 recompute_norm: bool = False):
         super().__init__()
         if dim_out % groups:
             raise ValueError(f"resnet_groups={groups} must divide the block width {dim_out}")
         conv = WeightStandardizedConv2d if weight_standardization else nn.Conv2d
         self.project = conv(dim, dim_out, 3, padding=1)
         self.norm = nn.GroupNorm(groups, dim_out)
+        self.recompute_norm = recompute_norm
 
     def forward(self, x: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         x = self.project(x)
         scale, shift = scale_shift if scale_shift is not None else (None, None)
         args = (x, self.norm.weight, self.norm.bias, self.norm.num_groups, self.norm.eps, scale, shift)
-        if torch.is_grad_enabled() and x.requires_grad:
+        if self.recompute_norm and torch.is_grad_enabled() and x.requires_grad:
             return checkpoint(_norm_film_silu, *args, use_reentrant=False)
         return _norm_film_silu(*args)
 
@@ -220,7 +222,23 @@ class UpsampleCombiner(nn.Module):
         return torch.cat((x, *outs), dim=1)
 
 
+def set_norm_recompute(module: nn.Module, enabled: bool) -> None:
+    """Switch the backward-pass recomputation of every :class:`Block`'s norm/FiLM/SiLU tail inside ``module``
+    (a memory saving that costs training speed; outputs and gradients are the same either way)."""
+    for block in module.modules():
+        if isinstance(block, Block):
+            block.recompute_norm = bool(enabled)
+
+
 Runner = Callable[..., torch.Tensor]  # calls a layer directly or through gradient checkpointing
+
+
+def run_direct(layer: nn.Module, *args) -> torch.Tensor:
+    return layer(*args)
+
+
+def run_checkpointed(layer: nn.Module, *args) -> torch.Tensor:
+    return checkpoint(layer, *args, use_reentrant=False)
 
 
 class DownLevel(nn.Module):

@@ -7,14 +7,14 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..diffusion.guidance import classifier_free_guidance
 from ..init_config import lists_as_tuples
 from ..serialization import PretrainedMixin, register_to_config
 from .attention import FullSelfAttention, LinearSelfAttention, WindowSelfAttention
 from .blocks import (Conv4x4Downsample, ConvTransposeUpsample, CrossEmbedLayer, Downsample, DownLevel,
-                     NearestUpsample, PixelShuffleUpsample, ResnetBlock, UpLevel, UpsampleCombiner)
+                     NearestUpsample, PixelShuffleUpsample, ResnetBlock, UpLevel, UpsampleCombiner, run_checkpointed,
+                     run_direct, set_norm_recompute)
 from .unet_conditioning import UnetConditioning
 from ..validation import strict_keywords
 from .unet_checks import check_constructor_args, check_forward_inputs
@@ -105,6 +105,7 @@ class Unet(PretrainedMixin, nn.Module):
         final_conv_kernel_size: kernel of the zero-initialised output conv.
         combine_upsample_fmaps: feed every up-level's output (resized) to the final block.
         checkpoint_during_training: gradient checkpointing of blocks and attention while training.
+        recompute_norm_in_backward: recompute each block's GroupNorm/FiLM/SiLU in backward (less memory, slower).
 
     Options for weights written by old reference releases (the defaults are today's function;
     ``dalle2_pytorch.compat`` sets them when it loads such a checkpoint):
@@ -165,6 +166,7 @@ class Unet(PretrainedMixin, nn.Module):
         final_conv_kernel_size: int = 1,
         combine_upsample_fmaps: bool = False,
         checkpoint_during_training: bool = False,
+        recompute_norm_in_backward: bool = False,
         conv4x4_downsample: bool = False,
         conv_transpose_upsample: bool = False,
         self_attn_sqrt_scale: bool = False,
@@ -274,6 +276,7 @@ class Unet(PretrainedMixin, nn.Module):
         nn.init.zeros_(self.to_out.bias)
         self._loaded_weights = False
         self.register_load_state_dict_post_hook(_mark_loaded)
+        set_norm_recompute(self, recompute_norm_in_backward)
 
     # ------------------------------------------------------------------ cascade flags
     @property
@@ -355,7 +358,7 @@ class Unet(PretrainedMixin, nn.Module):
             text_cond_drop_prob=text_cond_drop_prob)
 
         use_checkpoint = self.checkpoint_during_training and self.training and torch.is_grad_enabled()
-        run = _run_checkpointed if use_checkpoint else _run
+        run = run_checkpointed if use_checkpoint else run_direct
 
         if self.init_resnet_block is not None:
             x = run(self.init_resnet_block, x, time_cond)
@@ -389,14 +392,6 @@ class Unet(PretrainedMixin, nn.Module):
             return out
         null = self.forward(x, time, image_cond_drop_prob=1.0, text_cond_drop_prob=1.0, **inputs)
         return classifier_free_guidance(out, null, cond_scale)
-
-
-def _run(layer: nn.Module, *args) -> torch.Tensor:
-    return layer(*args)
-
-
-def _run_checkpointed(layer: nn.Module, *args) -> torch.Tensor:
-    return checkpoint(layer, *args, use_reentrant=False)
 
 
 def _mark_loaded(module: Unet, incompatible_keys) -> None:

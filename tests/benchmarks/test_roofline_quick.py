@@ -1,0 +1,62 @@
+"""benchmarks/roofline.py and benchmarks/decoder_ab.py in --quick mode: they run and their counts agree."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_roofline_quick_counts_conv_flops_like_the_flop_counter(tmp_path):
+    roofline = load("roofline")
+    r = roofline.main(["--quick", "--threads", "1", "--json-out", str(tmp_path / "r.json"),
+                       "--markdown-out", str(tmp_path / "r.md")])
+    # the hooked conv shapes, counted by hand, are the convolutions the flop counter saw in the step
+    assert r["convs"]["fwd_bwd_flops"] == pytest.approx(r["profile"]["flops"]["conv"], rel=1e-6)
+    assert r["profile"]["self_seconds"]["conv"] > 0 and r["step"]["optimizer_cpu_s"] > 0
+    assert r["gemm_fp32_gflops_per_cpu_s"] > 0 and r["bandwidth_gb_per_cpu_s"] > 0
+    text = (tmp_path / "r.md").read_text()
+    for cls in (*roofline.CLASSES, "optimizer (AdamW.step)", "**whole step**"):
+        assert f"| {cls} |" in text
+    assert json.loads((tmp_path / "r.json").read_text())["quick"] is True
+
+
+def test_roofline_op_classes():
+    op_class = load("roofline").op_class
+    assert op_class("aten::convolution_backward") == "conv"
+    assert op_class("aten::native_group_norm_backward") == "norm_film_silu"
+    assert op_class("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert op_class("aten::addmm") == "linear"
+    assert op_class("aten::cat") == "other"
+
+
+def test_conv_flops_hand_count():
+    conv_flops = load("roofline").conv_flops
+    # 3x3 same-padding conv: 2 * batch * cout * h * w * cin * 9
+    assert conv_flops((2, 4, 8, 8), (6, 4, 3, 3), (1, 1), (1, 1)) == 2 * 2 * 6 * 64 * 4 * 9
+    # 2x2 stride-2 downsample halves each side
+    assert conv_flops((1, 4, 8, 8), (8, 4, 2, 2), (2, 2), (0, 0)) == 2 * 8 * 16 * 4 * 4
+
+
+@pytest.mark.slow
+def test_decoder_ab_quick_compares_variants_with_the_baseline(tmp_path):
+    out = load("decoder_ab").main(["--quick", "--threads", "1", "--rounds", "2",
+                                   "--json-out", str(tmp_path / "ab.json"), "--variants", "baseline", "channels_last", "adamw_fused"])
+    assert out["baseline"]["speedup_cpu"] == 1.0
+    assert all(out[v]["cpu_s_median"] > 0 for v in out)
+    assert set(json.loads((tmp_path / "ab.json").read_text())["variants"]) == {"baseline", "channels_last",
+                                                                               "adamw_fused"}

@@ -1,0 +1,47 @@
+"""Speed/memory switches of the Unet that must not change what it computes."""
+
+import pytest
+import torch
+
+from dalle2_pytorch.decoder.blocks import Block, set_norm_recompute
+from tests.decoder.test_unet import inputs, tiny
+
+
+def _saved_bytes_and_grads(unet):
+    """Bytes the autograd graph keeps for backward, and the gradients, of one training forward/backward."""
+    x, t, emb = inputs()
+    saved = [0]
+
+    def pack(tensor):
+        saved[0] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = unet(x, t, image_embed=emb)
+    out.square().mean().backward()
+    return out.detach(), saved[0], {n: p.grad.clone() for n, p in unet.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("options", [dict(), dict(combine_upsample_fmaps=True, memory_efficient=True)])
+def test_norm_recompute_keeps_outputs_and_gradients_and_saves_memory(options):
+    fast = tiny(**options).train()
+    lean = tiny(recompute_norm_in_backward=True, **options).train()
+    blocks = [m for m in lean.modules() if isinstance(m, Block)]
+    assert blocks and all(b.recompute_norm for b in blocks)
+    assert not any(b.recompute_norm for b in fast.modules() if isinstance(b, Block))  # the default: no recompute
+    out_fast, saved_fast, grads_fast = _saved_bytes_and_grads(fast)
+    out_lean, saved_lean, grads_lean = _saved_bytes_and_grads(lean)
+    torch.testing.assert_close(out_fast, out_lean)
+    assert grads_fast.keys() == grads_lean.keys() and len(grads_fast) > 20
+    for name in grads_fast:
+        torch.testing.assert_close(grads_fast[name], grads_lean[name], atol=1e-6, rtol=1e-4, msg=name)
+    assert saved_lean < 0.95 * saved_fast  # the recomputed tails' maps are not kept
+
+
+def test_set_norm_recompute_switches_every_block_and_survives_with_flags():
+    unet = tiny()
+    set_norm_recompute(unet, True)
+    assert all(b.recompute_norm for b in unet.modules() if isinstance(b, Block))
+    rebuilt = tiny().with_flags(recompute_norm_in_backward=True)
+    assert all(b.recompute_norm for b in rebuilt.modules() if isinstance(b, Block))
+    assert rebuilt.config["recompute_norm_in_backward"] is True
