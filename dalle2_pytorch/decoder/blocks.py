@@ -33,13 +33,13 @@ def _norm_film_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, g
 class Block(nn.Module):
     """3×3 conv, GroupNorm, optional FiLM ``x * (scale + 1) + shift`` from the time embedding, SiLU.
 
-    With ``recompute_norm`` (see :func:`set_norm_recompute`), while gradients are recorded the
-    norm/FiLM/SiLU tail is recomputed in the backward pass instead of storing its two extra full-size
-    intermediate maps: the same gradients for less activation memory, but a slower training step.
+    With ``recompute_norm`` (the default; see :func:`set_norm_recompute`), while gradients are recorded
+    the norm/FiLM/SiLU tail is recomputed in the backward pass instead of storing its two extra full-size
+    intermediate maps: the same gradients for less activation memory, at the cost of a few elementwise ops.
     """
 
     def __init__(self, dim: int, dim_out: int, *, groups: int = 8, weight_standardization: bool = False,
-                 recompute_norm: bool = False):
+                 recompute_norm: bool = True):
         super().__init__()
         if dim_out % groups:
             raise ValueError(f"resnet_groups={groups} must divide the block width {dim_out}")
@@ -224,7 +224,7 @@ class UpsampleCombiner(nn.Module):
 
 def set_norm_recompute(module: nn.Module, enabled: bool) -> None:
     """Switch the backward-pass recomputation of every :class:`Block`'s norm/FiLM/SiLU tail inside ``module``
-    (a memory saving that costs training speed; outputs and gradients are the same either way)."""
+    (a memory saving; outputs and gradients are the same either way)."""
     for block in module.modules():
         if isinstance(block, Block):
             block.recompute_norm = bool(enabled)

@@ -105,7 +105,7 @@ class Unet(PretrainedMixin, nn.Module):
         final_conv_kernel_size: kernel of the zero-initialised output conv.
         combine_upsample_fmaps: feed every up-level's output (resized) to the final block.
         checkpoint_during_training: gradient checkpointing of blocks and attention while training.
-        recompute_norm_in_backward: recompute each block's GroupNorm/FiLM/SiLU in backward (less memory, slower).
+        recompute_norm_in_backward: recompute each block's GroupNorm/FiLM/SiLU in backward (False: store it).
 
     Options for weights written by old reference releases (the defaults are today's function;
     ``dalle2_pytorch.compat`` sets them when it loads such a checkpoint):
@@ -121,7 +121,8 @@ class Unet(PretrainedMixin, nn.Module):
     """
 
     @strict_keywords(hints=_REMOVED)
-    @register_to_config(convert=lists_as_tuples, exclude=("layer_attns", "layer_cross_attns"))
+    @register_to_config(convert=lists_as_tuples, exclude=("layer_attns", "layer_cross_attns",
+                                                                     "recompute_norm_in_backward"))
     def __init__(
         self,
         dim: int,
@@ -166,7 +167,7 @@ class Unet(PretrainedMixin, nn.Module):
         final_conv_kernel_size: int = 1,
         combine_upsample_fmaps: bool = False,
         checkpoint_during_training: bool = False,
-        recompute_norm_in_backward: bool = False,
+        recompute_norm_in_backward: bool = True,
         conv4x4_downsample: bool = False,
         conv_transpose_upsample: bool = False,
         self_attn_sqrt_scale: bool = False,
@@ -277,6 +278,8 @@ class Unet(PretrainedMixin, nn.Module):
         self._loaded_weights = False
         self.register_load_state_dict_post_hook(_mark_loaded)
         set_norm_recompute(self, recompute_norm_in_backward)
+        if not recompute_norm_in_backward:  # recorded only when set, so saved configs stay as they were
+            self.override_config(recompute_norm_in_backward=False)
 
     # ------------------------------------------------------------------ cascade flags
     @property
