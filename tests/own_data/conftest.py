@@ -1,19 +1,10 @@
 """A small captioned folder of toy shapes on disk (PNG + txt, and one unreadable file), shared by the own-data tests."""
 
 import pytest
-import torch
 
 from dalle2_pytorch.data.toy_folder import write_toy_folder
 
 CAPTIONS = ["a red circle", "a blue square", "a green triangle", "a yellow circle"]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture
