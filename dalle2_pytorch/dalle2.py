@@ -149,13 +149,7 @@ class DALLE2(ManipulationsMixin, PretrainedMixin, nn.Module):
 
     @sampling_defaults.setter
     def sampling_defaults(self, value: Union[SamplingDefaults, Mapping[str, Any]]) -> None:
-        if isinstance(value, Mapping):
-            value = SamplingDefaults.from_dict(value)
-        if not isinstance(value, SamplingDefaults):
-            raise TypeError(f"sampling defaults must be a SamplingDefaults or its dict form, got "
-                            f"{type(value).__name__}")
-        value.check_for(self.prior, self.decoder)
-        self._sampling_defaults = value
+        self._sampling_defaults = SamplingDefaults.for_models(value, self.prior, self.decoder)
 
     # ------------------------------------------------------------------ saving and loading
     def save_pretrained(self, directory: Union[str, os.PathLike]) -> Path:

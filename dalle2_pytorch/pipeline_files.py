@@ -108,6 +108,17 @@ class SamplingDefaults:
         scales[0] = _check_one("cond_scale", cond_scale)
         return scales
 
+    @classmethod
+    def for_models(cls, value: Any, prior: Any, decoder: Any) -> "SamplingDefaults":
+        """``value`` (a SamplingDefaults or its dict form) checked against this prior and decoder: what a pipeline's
+        ``sampling_defaults`` setter stores."""
+        if isinstance(value, Mapping):
+            value = cls.from_dict(value)
+        if not isinstance(value, cls):
+            raise TypeError(f"sampling defaults must be a SamplingDefaults or its dict form, got {type(value).__name__}")
+        value.check_for(prior, decoder)
+        return value
+
     def check_for(self, prior: Any, decoder: Any) -> None:
         """Raise if a value does not fit this prior and decoder (one entry per unet; guidance they can do)."""
         for name in ("sampler", "steps", "cond_scale"):

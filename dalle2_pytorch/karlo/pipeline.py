@@ -97,11 +97,7 @@ class KarloPipeline(nn.Module):
 
     @sampling_defaults.setter
     def sampling_defaults(self, value: Union[SamplingDefaults, Mapping[str, Any]]) -> None:
-        if isinstance(value, Mapping):
-            value = SamplingDefaults.from_dict(value)
-        if not isinstance(value, SamplingDefaults):
-            raise TypeError(f"sampling defaults must be a SamplingDefaults or its dict form, got {type(value).__name__}")
-        value.check_for(self.prior, self.decoder)
+        value = SamplingDefaults.for_models(value, self.prior, self.decoder)
         decoder_guidance(value.cond_scale)
         self._sampling_defaults = value
 
