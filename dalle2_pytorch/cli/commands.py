@@ -81,7 +81,8 @@ def sample(args: argparse.Namespace) -> int:
         pipeline.sampling_defaults.with_first_unet_guidance(args.cond_scale, pipeline.decoder.num_unets)
     captions = [text for text in args.text for _ in range(args.num_images)]
     images = pipeline(captions, cond_scale=cond_scale, sampler=args.sampler, steps=args.steps,
-                      generator=torch.Generator().manual_seed(args.seed))
+                      prior_sampler=args.prior_sampler, prior_steps=args.prior_steps,
+                      prior_cond_scale=args.prior_cond_scale, generator=torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
     for i, (image, caption) in enumerate(zip(images, captions)):
         save_image(image, out / f"{i:03d}_{caption_slug(caption)}.png")
@@ -107,7 +108,8 @@ def serve(args: argparse.Namespace) -> int:
     from dalle2_pytorch.serve import serve_main
 
     serve_main(args.checkpoint, host=args.host, port=args.port, max_batch=args.max_batch,
-               batch_window=args.batch_window, max_queue=args.max_queue, device=args.device)
+               batch_window=args.batch_window, max_queue=args.max_queue, device=args.device,
+               extra_allowed_hosts=args.allowed_host)
     return 0
 
 

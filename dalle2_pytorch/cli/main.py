@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a request waits for others to share its forward pass (default 0.05)")
     serve.add_argument("--max-queue", type=int, default=32, help="queued requests before 503 (default 32)")
     serve.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests whose Host header is NAME (repeatable; '*' answers any), e.g. the "
+                            "public name of a reverse proxy; by default only the bound address and localhost")
     serve.set_defaults(run=commands.serve)
 
     embed = command("embed", help="precompute CLIP image embeddings for webdataset shards")
@@ -130,6 +133,12 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
                         "heun (default: the pipeline's saved default)")
     parser.add_argument("--steps", type=int, default=None,
                         help="decoder sampling steps, every unet (default: the pipeline's saved default)")
+    parser.add_argument("--prior-sampler", default=None, help="prior sampler: ddpm | ddim | dpmpp_2m | euler | heun "
+                        "(default: the pipeline's saved default)")
+    parser.add_argument("--prior-steps", type=int, default=None,
+                        help="prior sampling steps (default: the pipeline's saved default)")
+    parser.add_argument("--prior-cond-scale", type=float, default=None,
+                        help="prior guidance scale (default: the pipeline's saved default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="outputs/samples", help="output folder (default outputs/samples)")
     parser.set_defaults(run=commands.sample)
@@ -178,9 +187,12 @@ def dream(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dream", description="generate images from text (= dalle2 sample)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     add_sample_arguments(parser)
+    parser.add_argument("--threads", type=int, default=None,
+                        help=f"torch CPU threads (default {pipeline_commands.DEFAULT_THREADS})")
     args = parser.parse_args(argv)
     try:
         with allow_downloads(args.allow_download):
+            pipeline_commands.apply_threads(args)
             return int(commands.sample(args) or 0)
     except (KeyboardInterrupt, Exception) as error:  # noqa: BLE001 - sorted into user errors and bugs
         return report_error(error, args.debug)

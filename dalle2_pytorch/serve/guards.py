@@ -51,9 +51,14 @@ async def _send_json(send: Callable, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def default_allowed_hosts(host: str) -> list[str]:
+def default_allowed_hosts(host: str, extra: Iterable[str] = ()) -> list[str]:
     """The names a server bound to ``host`` answers to: ``host`` itself and localhost; for a wildcard address also
-    this machine's name and addresses.  ``DALLE2_ALLOWED_HOSTS`` adds more (``*``: any)."""
+    this machine's name and addresses.  ``extra`` (``dalle2 serve --allowed-host``) and ``DALLE2_ALLOWED_HOSTS`` add
+    more (``*``: any)."""
+    extra = [str(name).strip().lower() for name in extra]
+    if not all(extra) or any(c in name for name in extra for c in " /,"):
+        raise ValueError(f"allowed hosts {extra!r}: give bare host names or addresses (no scheme, port list, "
+                         "comma or empty name), e.g. --allowed-host dalle.example.org, or '*' for any")
     names = [host, *LOCAL_NAMES]
     if host in WILDCARD_ADDRESSES:
         names.remove(host)
@@ -63,7 +68,7 @@ def default_allowed_hosts(host: str) -> list[str]:
             names += socket.gethostbyname_ex(hostname)[2]
         except OSError:  # pragma: no cover - a machine whose own name does not resolve
             pass
-    extra = [name.strip() for name in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",") if name.strip()]
+    extra += [name.strip() for name in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",") if name.strip()]
     return sorted(set(names + extra))
 
 

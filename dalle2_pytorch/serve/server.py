@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 DEFAULT_CHECKPOINT = "outputs/checkpoints"  # where `dalle2 demo` saves its pipeline
 from dalle2_pytorch.errors import MissingExtraError, install_hint
@@ -22,7 +22,8 @@ def require_serve_dependencies() -> None:
 
 def serve_main(checkpoint: str | Path = DEFAULT_CHECKPOINT, host: str = "127.0.0.1", port: int = 7860, *,
                max_batch: int = 8, batch_window: float = 0.05, max_queue: int = 32,
-               threads: Optional[int] = None, device: Optional[str] = None, log_level: str = "info") -> None:
+               threads: Optional[int] = None, device: Optional[str] = None, log_level: str = "info",
+               extra_allowed_hosts: Sequence[str] = ()) -> None:
     """Serve the DALLE2 saved in ``checkpoint`` at ``http://host:port/`` until interrupted.
 
     ``checkpoint``: a pipeline folder as :meth:`DALLE2.from_pretrained` reads it (its saved sampling
@@ -30,7 +31,8 @@ def serve_main(checkpoint: str | Path = DEFAULT_CHECKPOINT, host: str = "127.0.0
     ``max_batch``: most images per forward pass (1 turns batching off); ``batch_window``: seconds a
     request waits for companions; ``max_queue``: waiting jobs before 503; ``threads``: torch CPU
     threads (unchanged when None); ``device``: where the model runs (``"cuda"``; CPU when None);
-    ``log_level``: uvicorn's (``"info"``, ``"warning"``, ...).
+    ``log_level``: uvicorn's (``"info"``, ``"warning"``, ...); ``extra_allowed_hosts``: ``Host`` names answered
+    besides the bound address and localhost (``"*"``: any), as ``DALLE2_ALLOWED_HOSTS`` adds them.
     """
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port={port!r}: expected an int in [0, 65535]")
@@ -45,10 +47,11 @@ def serve_main(checkpoint: str | Path = DEFAULT_CHECKPOINT, host: str = "127.0.0
 
     if threads is not None:
         torch.set_num_threads(threads)
-    engine = DALLE2Engine.from_checkpoint(checkpoint, device=device)
     from dalle2_pytorch.serve.guards import default_allowed_hosts
 
+    allowed_hosts = default_allowed_hosts(host, extra_allowed_hosts)  # checked before the model loads
+    engine = DALLE2Engine.from_checkpoint(checkpoint, device=device)
     app = create_app(engine, max_batch=max_batch, batch_window=batch_window, max_queue=max_queue,
-                     allowed_hosts=default_allowed_hosts(host))
+                     allowed_hosts=allowed_hosts)
     print(f"dalle2 serve: {checkpoint} loaded; open http://{host}:{port}/ (API schema at /openapi.json)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -111,3 +111,42 @@ def test_train_decoder_on_a_folder_of_images(tmp_path, capsys):
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["step"] == 2
     assert (tmp_path / "run" / "latest" / "model" / "config.json").is_file()
+
+
+def test_sample_prior_flags_reach_the_prior(tmp_path, capsys):
+    """--prior-sampler/--prior-steps/--prior-cond-scale give the images the Python call with those keywords gives,
+    and differ from the saved defaults' images; `dream --threads` sets torch's thread count."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from dalle2_pytorch.cli.main import dream
+    from dalle2_pytorch.dalle2 import DALLE2
+    from tests.serve.tiny_model import save_tiny_checkpoint
+
+    checkpoint = save_tiny_checkpoint(tmp_path / "pipeline")
+
+    def sampled(folder, *flags):
+        assert main(["sample", "a red circle", "--checkpoint", str(checkpoint), "--num-images", "1", "--seed", "3",
+                     "--out", str(tmp_path / folder), *flags]) == 0
+        return np.asarray(Image.open(tmp_path / folder / "000_a_red_circle.png"), dtype=np.int16)
+
+    default = sampled("default")
+    flagged = sampled("flagged", "--prior-sampler", "ddpm", "--prior-steps", "7", "--prior-cond-scale", "3.0")
+    assert np.abs(default - flagged).max() > 0
+    pipeline = DALLE2.from_pretrained(checkpoint)
+    expected = pipeline(["a red circle"], prior_sampler="ddpm", prior_steps=7, prior_cond_scale=3.0,
+                        generator=torch.Generator().manual_seed(3))[0]
+    expected = (expected.permute(1, 2, 0).numpy() * 255).round()
+    assert np.abs(flagged - expected).max() <= 1
+
+    threads = torch.get_num_threads()
+    try:
+        assert dream(["a red circle", "--checkpoint", str(checkpoint), "--num-images", "1", "--threads", "2",
+                      "--out", str(tmp_path / "dream")]) == 0
+        assert torch.get_num_threads() == 2
+        assert dream(["a red circle", "--checkpoint", str(checkpoint), "--threads", "0",
+                      "--out", str(tmp_path / "dream")]) == 2
+        assert "--threads 0" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)

@@ -129,3 +129,29 @@ def test_a_full_queue_still_answers_with_the_error_body(engine):
         assert full and "Retry-After" in full[0].headers
         assert_error_body(full[0], 503, None)
         time.sleep(0)
+
+
+def test_serve_allowed_host_flag_reaches_the_served_app(tmp_path, monkeypatch):
+    """`dalle2 serve --allowed-host NAME` answers NAME besides localhost; a malformed name is refused before the
+    model loads."""
+    import uvicorn
+
+    from dalle2_pytorch.cli.main import main
+    from tests.serve.tiny_model import save_tiny_checkpoint
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
+    checkpoint = save_tiny_checkpoint(tmp_path / "pipeline")
+    assert main(["serve", "--checkpoint", str(checkpoint), "--port", "0",
+                 "--allowed-host", "dalle.example.org", "--allowed-host", "Proxy.Example"]) == 0
+    for name, status in [("dalle.example.org", 200), ("proxy.example", 200), ("localhost", 200),
+                         ("evil.example", 400)]:
+        with TestClient(served["app"], base_url=f"http://{name}") as client:
+            assert client.get("/v1/health").status_code == status, name
+
+    served.clear()
+    assert main(["serve", "--checkpoint", str(tmp_path / "missing"), "--allowed-host", "http://x.org/"]) == 2
+    assert not served
+    with pytest.raises(ValueError, match="bare host names"):
+        default_allowed_hosts("127.0.0.1", ["a.org,b.org"])
+    assert "*" in default_allowed_hosts("127.0.0.1", ["*"])
