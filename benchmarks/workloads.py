@@ -63,19 +63,23 @@ def _count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _count_calls(module) -> list[int]:
-    """Count forward calls of `module` (the denoiser), so the results show both sides ran the same NFE.
+def _count_calls(module, methods: tuple[str, ...] = ("forward",)) -> list[int]:
+    """Count calls of `module`'s denoising `methods`, so the results show both sides ran the same NFE.
 
-    Wraps the instance's `forward` (not a hook): guided sampling calls `self.forward` directly.
+    Wraps the instance's methods (not a hook): guided sampling calls `self.forward` directly, and our prior's
+    sampling loop calls `net.guided` (the guided pair in one batch, with the cached text prefix), not `forward`.
     """
     calls = [0]
-    forward = module.forward
+    for name in methods:
+        if not hasattr(module, name):
+            continue
+        method = getattr(module, name)
 
-    def counting_forward(*args, **kwargs):
-        calls[0] += 1
-        return forward(*args, **kwargs)
+        def counting(*args, _method=method, **kwargs):
+            calls[0] += 1
+            return _method(*args, **kwargs)
 
-    module.forward = counting_forward
+        setattr(module, name, counting)
     return calls
 
 
@@ -161,7 +165,7 @@ def prior_sample(backend: Backend, s: Sizes, quick: bool, device: str) -> Result
         with torch.no_grad():
             prior(text_embed=text_embed.clone(), image_embed=image_embed.clone())
 
-    calls = _count_calls(prior.net)
+    calls = _count_calls(prior.net, ("forward", "guided"))
 
     def sample():
         calls[0] = 0
