@@ -19,10 +19,19 @@ def torchrun_command() -> list[str]:
     return ["nice", "-n", "10", str(torchrun if torchrun.exists() else "torchrun")]
 
 
+def accelerate_command() -> list[str]:
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.exists():
+        pytest.skip("accelerate's command is not installed beside this Python")
+    return ["nice", "-n", "10", str(accelerate), "launch"]
+
+
 def train_two_processes(out: Path, kind: str, config: dict, *, resume: bool = False, kill_at: int | None = None,
-                        timeout: int = 600) -> subprocess.CompletedProcess:
-    """``dalle2 train KIND --config <config>`` under ``torchrun --nproc_per_node 2`` (each rank writes the samples it
-    trained on to ``out/rank<r>.json``); with ``kill_at`` every rank dies just before that step."""
+                        timeout: int = 600, launcher: list[str] | None = None,
+                        environment: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+    """``dalle2 train KIND --config <config>`` under ``torchrun --nproc_per_node 2`` or the ``launcher`` command given
+    (each rank writes the samples it trained on to ``out/rank<r>.json``); with ``kill_at`` every rank dies just before
+    that step.  ``environment``: variables to set (None: to unset) on top of ``ACCELERATE_USE_CPU=true``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{kind}.json"
     path.write_text(json.dumps(config))
@@ -30,8 +39,13 @@ def train_two_processes(out: Path, kind: str, config: dict, *, resume: bool = Fa
     env.pop("KILL_AT_STEP", None)
     if kill_at is not None:
         env["KILL_AT_STEP"] = str(kill_at)
-    command = torchrun_command() + ["--standalone", "--nproc_per_node", "2", "-m",
-                                    "tests.runs.multiprocess_worker", str(out), "train", kind, "--config", str(path)]
+    for name, value in (environment or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    launcher = launcher or torchrun_command() + ["--standalone", "--nproc_per_node", "2"]
+    command = launcher + ["-m", "tests.runs.multiprocess_worker", str(out), "train", kind, "--config", str(path)]
     return subprocess.run(command + (["--resume"] if resume else []), env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
 
