@@ -46,8 +46,31 @@ def train_two_processes(out: Path, kind: str, config: dict, *, resume: bool = Fa
             env[name] = value
     launcher = launcher or torchrun_command() + ["--standalone", "--nproc_per_node", "2"]
     command = launcher + ["-m", "tests.runs.multiprocess_worker", str(out), "train", kind, "--config", str(path)]
-    return subprocess.run(command + (["--resume"] if resume else []), env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    process = subprocess.Popen(command + (["--resume"] if resume else []), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_with_children(process.pid)   # the launchers start each rank in a session of its own
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def kill_with_children(pid: int) -> None:
+    """SIGKILL a hung launcher and every process under it, so no rank lives on after its test."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        processes = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def logged(directory: Path) -> list[dict]:
