@@ -15,6 +15,7 @@ from dalle2_pytorch.runs.resume_check import config_changes
 from ..data.shard_helpers import write_clip_retrieval_output, write_img2dataset_shard
 from .distributed import train_two_processes
 from .test_resume import assert_same_weights
+from .test_uneven_shards import shard_decoder_config
 
 pytest.importorskip("pyarrow")
 
@@ -33,20 +34,12 @@ def uneven_shards(root, sizes=(20, 12)) -> None:
 
 
 def decoder_config(root, directory, **data) -> dict:
-    return {
-        "kind": "decoder",
-        "model": {"unet": [{"dim": 8, "dim_mults": [1, 2], "image_embed_dim": 8, "num_resnet_blocks": 1,
-                            "attn_heads": 1, "attn_dim_head": 8}],
-                  "image_sizes": [16], "timesteps": 20, "learned_variance": False},
-        "data": {"source": "webdataset", "urls": f"{root}/laion/{{00000..00001}}.tar",
-                 "embeddings_url": f"{root}/laion_embeddings/img_emb", "shard_width": 5, "image_size": 16,
-                 "batch_size": 4, "num_workers": 0, "shuffle_num": 8, "resample_shards": True, "epoch_samples": 24,
-                 **data},
-        "trainer": {"epochs": 2, "lr": 1e-3, "ema_beta": 0.9},
-        "evaluation": {"validate_every": 0, "sample_every": 0, "validation_batches": 1, "sample_steps": 4},
-        "tracker": {"console": False, "log_every": 1},
-        "checkpointing": {"directory": str(directory), "save_every": 4},
-    }
+    """A tiny decoder on resampled shards: batches of 4, 24 samples an epoch, 2 epochs, an EMA, saved every 4 steps."""
+    config = shard_decoder_config(root, directory, batch_size=4, shuffle_num=8, resample_shards=True,
+                                  epoch_samples=24, **data)
+    config["trainer"]["ema_beta"] = 0.9
+    config["checkpointing"]["save_every"] = 4
+    return config
 
 
 def captions(source, epoch: int, skip: int = 0) -> list[list[str]]:
