@@ -35,8 +35,8 @@ def uneven_shards(root, sizes=(20, 12)) -> None:
 
 def decoder_config(root, directory, **data) -> dict:
     """A tiny decoder on resampled shards: batches of 4, 24 samples an epoch, 2 epochs, an EMA, saved every 4 steps."""
-    config = shard_decoder_config(root, directory, batch_size=4, shuffle_num=8, resample_shards=True,
-                                  epoch_samples=24, **data)
+    config = shard_decoder_config(root, directory, **{"batch_size": 4, "shuffle_num": 8, "resample_shards": True,
+                                                      "epoch_samples": 24, **data})
     config["trainer"]["ema_beta"] = 0.9
     config["checkpointing"]["save_every"] = 4
     return config
