@@ -145,8 +145,9 @@ class ImageEmbeddingDataset(IterableDataset):
 
         The stream is deterministic given (seed, epoch, ranks, workers), and a DataLoader takes whole batches from
         its workers in turn, so each reader skips its own share: the rest of the epoch holds exactly the batches not
-        yet seen (the DataLoader restarts its round-robin at worker 0, so their order can differ).  Exact while every
-        worker still has data; if one ran dry before the resume point, a few samples are seen again (never lost).
+        yet seen, in the same order (each worker takes over the reader whose turn is next, see :meth:`_worker`).  Exact
+        while every worker still has data (always, with ``resample``); if one ran dry before the resume point, a few
+        samples are seen again (never lost).
         The position holds until the next :meth:`set_epoch`, so call that before the following epoch.
         """
         if not isinstance(batches_consumed, int) or batches_consumed < 0:
@@ -158,8 +159,14 @@ class ImageEmbeddingDataset(IterableDataset):
         self.position_batch_size = batch_size
 
     def _worker(self) -> tuple[int, int]:
+        """(the reader this DataLoader worker plays, number of workers).  A DataLoader takes batches from its workers
+        in turn starting at worker 0, so after :meth:`set_position` worker w reads as reader (w + batches consumed)
+        % workers: worker 0 then plays the reader whose batch comes next, and the rest of the epoch comes in the
+        order of an uninterrupted one."""
         info = get_worker_info()
-        return (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is None:
+            return 0, 1
+        return (info.id + self.batches_consumed) % info.num_workers, info.num_workers
 
     def shards_for_this_worker(self) -> Iterator[str]:
         """This rank's and worker's shards: a slice of one epoch's order, or an endless random draw."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from dalle2_pytorch.runs.config_base import StrictModel
 
@@ -57,6 +57,24 @@ class WebdatasetData(StrictModel):
     seed: int = 0
     batch_size: int = Field(32, gt=0)
     num_workers: int = Field(4, ge=0)
+    resample_shards: bool = Field(
+        False, description="draw shards with replacement (webdataset-style resampling) from generators seeded by "
+                           "seed, epoch, process and loader worker, each process its own stream, instead of "
+                           "splitting the shards among processes: uneven shards never leave a process short; an "
+                           "epoch is then epoch_samples samples (needs epoch_samples)")
+    epoch_samples: Optional[int] = Field(
+        None, gt=0, description="with resample_shards: training samples per epoch, all processes together; each "
+                                "process trains epoch_samples // (batch_size x processes) batches per epoch")
+
+    @model_validator(mode="after")
+    def _epoch_of_resampled_shards(self) -> "WebdatasetData":
+        if self.resample_shards and self.epoch_samples is None:
+            raise ValueError("resample_shards=true draws shards without end: set epoch_samples, the training samples "
+                             "per epoch (all processes together), e.g. about the number of samples in the shards")
+        if self.epoch_samples is not None and not self.resample_shards:
+            raise ValueError("epoch_samples applies only with resample_shards=true (otherwise an epoch is one pass "
+                             "over the shards)")
+        return self
 
 
 class ClipRetrievalData(StrictModel):

@@ -8,6 +8,7 @@ epoch for this rank, leaving out the first ``skip`` (already trained on before a
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Iterator, Optional
 
 import torch
@@ -118,26 +119,36 @@ class PerCaptionSource(MapStyleSource):
 
 
 class WebdatasetSource:
-    """img2dataset shards with CLIP image embeddings; resumes through the data set's ``set_position``."""
+    """img2dataset shards with CLIP image embeddings; resumes through the data set's ``set_position``.
+
+    By default each epoch is one pass over the shards, split among the processes (its length is not known in
+    advance).  With ``resample_shards`` each process (and loader worker) draws shards with replacement from its own
+    seeded stream, and an epoch is ``epoch_samples // (batch_size x processes)`` batches per process."""
 
     def __init__(self, config: WebdatasetData, rank: int = 0, world_size: int = 1,
                  embed_dim: Optional[int] = None) -> None:
         from dalle2_pytorch.data import ImageEmbeddingDataset
 
-        self.config = config
+        self.config, self.world_size = config, world_size
+        if config.resample_shards and self.num_batches() < 1:
+            raise ValueError(f"data.epoch_samples={config.epoch_samples} is less than one batch per process "
+                             f"(batch_size={config.batch_size} x {world_size} processes)")
 
-        def make(urls: str) -> ImageEmbeddingDataset:
+        def make(urls: str, resample: bool) -> ImageEmbeddingDataset:
             return ImageEmbeddingDataset(urls, embedding_folder_url=config.embeddings_url,
                                          text_embedding_folder_url=config.text_embeddings_url,
                                          shard_width=config.shard_width, image_size=config.image_size,
                                          shuffle_buffer=config.shuffle_num, extra_keys=("txt",), seed=config.seed,
-                                         rank=rank, world_size=world_size, embed_dim=embed_dim)
+                                         rank=rank, world_size=world_size, embed_dim=embed_dim, resample=resample)
 
-        self.train = make(config.urls)
-        self.val = make(config.val_urls) if config.val_urls else None
+        self.train = make(config.urls, config.resample_shards)
+        self.val = make(config.val_urls, False) if config.val_urls else None
 
     def num_batches(self) -> Optional[int]:
-        return None
+        """Batches per epoch and process when shards are resampled; None (until the data runs out) otherwise."""
+        if not self.config.resample_shards:
+            return None
+        return self.config.epoch_samples // (self.config.batch_size * self.world_size)
 
     @staticmethod
     def _batch(item: tuple) -> dict[str, Any]:
@@ -151,7 +162,8 @@ class WebdatasetSource:
         self.train.set_position(epoch=epoch, batches_consumed=skip, batch_size=self.config.batch_size)
         loader = DataLoader(self.train, batch_size=self.config.batch_size, num_workers=self.config.num_workers,
                             generator=_loader_generator(self.config.seed, epoch, self.train.rank))
-        for item in loader:
+        per_epoch = self.num_batches()   # resampled shards never run out: the epoch ends after its batches
+        for item in loader if per_epoch is None else itertools.islice(loader, max(per_epoch - skip, 0)):
             yield self._batch(item)
 
     def val_batches(self, limit: int) -> Iterator[dict[str, Any]]:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from dalle2_pytorch.atomic import recover_interrupted_swap
 from dalle2_pytorch.trackers import ConsoleTracker, JsonlTracker, LocalSaver, Tracker, TrackerGroup
 from dalle2_pytorch.runs.data_sources import build_source
+from dalle2_pytorch.runs.launch_check import check_launch
 from dalle2_pytorch.runs.resume_check import report_config_changes
 from dalle2_pytorch.runs.tasks import build_task
 from dalle2_pytorch.trainers.checkpoint import load_checkpoint, read_counters, read_run_config, save_checkpoint
@@ -100,6 +101,7 @@ class TrainingRun:
 
         self.config = config
         self.accelerator = Accelerator()
+        check_launch(self.accelerator.num_processes)
         self.directory = Path(config.checkpointing.directory)
         self.show_progress = show_progress and self.accelerator.is_main_process
         self.on_batch = on_batch

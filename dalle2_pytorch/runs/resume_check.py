@@ -29,11 +29,15 @@ def _is_fixed(path: str) -> bool:
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(changes that alter what the checkpoint means, changes that are allowed), each ``path: old -> new``."""
+    """(changes that alter what the checkpoint means, changes that are allowed), each ``path: old -> new``.  A setting
+    the saved config lacks and that is now off (None or false: a setting added by a later version, at its default)
+    is no change, so checkpoints of older versions still resume."""
     old, new = dict(_leaves(saved)), dict(_leaves(current))
     fixed, allowed = [], []
     for path in sorted(set(old) | set(new)):
         before, after = old.get(path, "<unset>"), new.get(path, "<unset>")
+        if before == "<unset>" and (after is None or after is False):
+            continue
         if before != after:
             (fixed if _is_fixed(path) else allowed).append(f"{path}: {before!r} -> {after!r}")
     return fixed, allowed

@@ -21,13 +21,34 @@ def _require(module: str, tracker: str, pip_name: str) -> Any:
 
 
 class TensorBoardTracker(Tracker):
-    """Scalars and image grids into a TensorBoard log directory (needs ``tensorboard``)."""
+    """Scalars and image grids into a TensorBoard log directory (needs ``tensorboard``).
+
+    On a resume (:meth:`resumed`, before anything is logged) the event file is opened with ``purge_step`` one past
+    the checkpoint's step: TensorBoard then hides what the interrupted run logged after the checkpoint (about to be
+    logged again), so every step appears once, and a text entry ``resume`` marks the step the run went on from."""
 
     def __init__(self, log_dir: str | os.PathLike) -> None:
         _require("tensorboard", "tensorboard", "tensorboard")
-        from torch.utils.tensorboard import SummaryWriter
+        self.log_dir = str(log_dir)
+        self.purge_step: int | None = None
+        self._writer = None
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+    @property
+    def writer(self):
+        """The SummaryWriter, opened at first use (so a resume can still set its ``purge_step``)."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=self.purge_step)
+        return self._writer
+
+    def resumed(self, step: int, changes: Sequence[str] = ()) -> None:
+        if self._writer is not None:  # events already written stay; a new file carries the purge
+            self._writer.close()
+            self._writer = None
+        self.purge_step = step + 1
+        text = f"resumed from the checkpoint of step {step}" + (f"; changed: {'; '.join(changes)}" if changes else "")
+        self.writer.add_text("resume", text, step)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         for key, value in metrics.items():
@@ -42,7 +63,8 @@ class TensorBoardTracker(Tracker):
         self.writer.add_image(name, grid, step, dataformats="HWC")
 
     def close(self) -> None:
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 class WandbTracker(Tracker):

@@ -19,10 +19,19 @@ def torchrun_command() -> list[str]:
     return ["nice", "-n", "10", str(torchrun if torchrun.exists() else "torchrun")]
 
 
+def accelerate_command() -> list[str]:
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.exists():
+        pytest.skip("accelerate's command is not installed beside this Python")
+    return ["nice", "-n", "10", str(accelerate), "launch"]
+
+
 def train_two_processes(out: Path, kind: str, config: dict, *, resume: bool = False, kill_at: int | None = None,
-                        timeout: int = 600) -> subprocess.CompletedProcess:
-    """``dalle2 train KIND --config <config>`` under ``torchrun --nproc_per_node 2`` (each rank writes the samples it
-    trained on to ``out/rank<r>.json``); with ``kill_at`` every rank dies just before that step."""
+                        timeout: int = 600, launcher: list[str] | None = None,
+                        environment: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+    """``dalle2 train KIND --config <config>`` under ``torchrun --nproc_per_node 2`` or the ``launcher`` command given
+    (each rank writes the samples it trained on to ``out/rank<r>.json``); with ``kill_at`` every rank dies just before
+    that step.  ``environment``: variables to set (None: to unset) on top of ``ACCELERATE_USE_CPU=true``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{kind}.json"
     path.write_text(json.dumps(config))
@@ -30,10 +39,38 @@ def train_two_processes(out: Path, kind: str, config: dict, *, resume: bool = Fa
     env.pop("KILL_AT_STEP", None)
     if kill_at is not None:
         env["KILL_AT_STEP"] = str(kill_at)
-    command = torchrun_command() + ["--standalone", "--nproc_per_node", "2", "-m",
-                                    "tests.runs.multiprocess_worker", str(out), "train", kind, "--config", str(path)]
-    return subprocess.run(command + (["--resume"] if resume else []), env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    for name, value in (environment or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    launcher = launcher or torchrun_command() + ["--standalone", "--nproc_per_node", "2"]
+    command = launcher + ["-m", "tests.runs.multiprocess_worker", str(out), "train", kind, "--config", str(path)]
+    process = subprocess.Popen(command + (["--resume"] if resume else []), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_with_children(process.pid)   # the launchers start each rank in a session of its own
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def kill_with_children(pid: int) -> None:
+    """SIGKILL a hung launcher and every process under it, so no rank lives on after its test."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        processes = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def logged(directory: Path) -> list[dict]:

@@ -11,25 +11,31 @@ from .distributed import train_two_processes
 pytest.importorskip("pyarrow")
 
 
+def shard_decoder_config(root, directory, **data) -> dict:
+    """A tiny decoder run on the two img2dataset shards under ``root/laion`` (and their clip-retrieval embeddings),
+    with ``data`` settings on top of these."""
+    return {
+        "kind": "decoder",
+        "model": {"unet": [{"dim": 8, "dim_mults": [1, 2], "image_embed_dim": 8, "num_resnet_blocks": 1,
+                            "attn_heads": 1, "attn_dim_head": 8}],
+                  "image_sizes": [16], "timesteps": 20, "learned_variance": False},
+        "data": {"source": "webdataset", "urls": f"{root}/laion/{{00000..00001}}.tar",
+                 "embeddings_url": f"{root}/laion_embeddings/img_emb", "shard_width": 5, "image_size": 16,
+                 "batch_size": 10, "num_workers": 0, "shuffle_num": 0, **data},
+        "trainer": {"epochs": 2, "lr": 1e-3},
+        "evaluation": {"validate_every": 0, "sample_every": 0, "validation_batches": 1, "sample_steps": 10},
+        "tracker": {"console": False, "log_every": 1},
+        "checkpointing": {"directory": str(directory), "save_every": 1000},
+    }
+
+
 @pytest.mark.slow
 def test_two_processes_on_uneven_shards_finish_with_one_checkpoint(tmp_path):
     keys = write_img2dataset_shard(tmp_path / "laion", 0, list(range(100)), failed=tuple(range(0, 100, 10)))
     keys += write_img2dataset_shard(tmp_path / "laion", 1, list(range(100)), failed=tuple(range(0, 100, 5)))
     assert len(keys) == 90 + 80
     write_clip_retrieval_output(tmp_path / "laion_embeddings", keys)
-    config = {
-        "kind": "decoder",
-        "model": {"unet": [{"dim": 8, "dim_mults": [1, 2], "image_embed_dim": 8, "num_resnet_blocks": 1,
-                            "attn_heads": 1, "attn_dim_head": 8}],
-                  "image_sizes": [16], "timesteps": 20, "learned_variance": False},
-        "data": {"source": "webdataset", "urls": f"{tmp_path}/laion/{{00000..00001}}.tar",
-                 "embeddings_url": f"{tmp_path}/laion_embeddings/img_emb", "shard_width": 5, "image_size": 16,
-                 "batch_size": 10, "num_workers": 0, "shuffle_num": 0},
-        "trainer": {"epochs": 2, "lr": 1e-3},
-        "evaluation": {"validate_every": 0, "sample_every": 0, "validation_batches": 1, "sample_steps": 10},
-        "tracker": {"console": False, "log_every": 1},
-        "checkpointing": {"directory": str(tmp_path / "run"), "save_every": 1000},
-    }
+    config = shard_decoder_config(tmp_path, tmp_path / "run")
     # one shard per rank: 9 and 8 batches of 10; before, the rank with 8 went on alone and both hung
     result = train_two_processes(tmp_path / "out", "decoder", config, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

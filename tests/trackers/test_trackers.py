@@ -2,6 +2,7 @@
 
 import builtins
 import json
+import sys
 
 import pytest
 import torch
@@ -50,6 +51,7 @@ def test_optional_trackers_say_which_package_is_missing(tmp_path, monkeypatch, m
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.setitem(sys.modules, package, None)   # absent even when installed and imported by another test
     with pytest.raises(ImportError, match=f"pip install {package}"):
         make(tmp_path)
 

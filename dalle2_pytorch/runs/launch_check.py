@@ -1,0 +1,61 @@
+"""Catch launches that did not give the run the processes they asked for.
+
+Two traps of ``accelerate launch`` on a machine without GPUs, both found with accelerate 1.15:
+
+- ``accelerate launch --cpu --num_processes 2`` (or an accelerate config with ``distributed_type: MULTI_CPU``)
+  starts **one** process: accelerate's CPU launcher starts several only through ``mpirun`` with a host file.  It
+  leaves a trace: it sets ``MASTER_ADDR``/``MASTER_PORT`` only when asked for more than one process, and
+  ``ACCELERATE_USE_CPU``, yet no launcher set ``WORLD_SIZE`` and no MPI runtime set its rank variables.  The run
+  goes on in one process, with a warning naming the command that starts several.
+- ``accelerate launch --multi_gpu`` or ``torchrun`` without ``ACCELERATE_USE_CPU=true`` starts the processes
+  (``WORLD_SIZE`` > 1) but, with no GPU, accelerate sets each up as a lone process: each would train alone and
+  write the same checkpoint folder.  That is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Mapping, Optional
+
+WORKING_COMMAND = ("ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N -m "
+                   "dalle2_pytorch.cli.main train ...  (or ACCELERATE_USE_CPU=true torchrun --standalone "
+                   "--nproc_per_node N -m dalle2_pytorch.cli.main train ...)")
+# set by an MPI runtime in each process it starts (accelerate's multi-CPU launcher is mpirun)
+MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
+# set by `accelerate launch` in every process it starts, whichever launcher it chose
+ACCELERATE_LAUNCH_VARIABLES = ("ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_DYNAMO_MODE")
+
+
+def _true(value: Optional[str]) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "y", "on")
+
+
+def single_process_launch_warning(num_processes: int, environ: Mapping[str, str]) -> Optional[str]:
+    """The warning for a run that ``accelerate launch --cpu --num_processes N`` (N > 1) left as one process, or None
+    when the environment shows no such launch (or the run has several processes)."""
+    if num_processes != 1:
+        return None
+    launched_by_accelerate = all(name in environ for name in ACCELERATE_LAUNCH_VARIABLES)
+    asked_for_several = "MASTER_ADDR" in environ and "MASTER_PORT" in environ
+    started_by_a_launcher = "WORLD_SIZE" in environ or any(name in environ for name in MPI_SIZE_VARIABLES)
+    if launched_by_accelerate and _true(environ.get("ACCELERATE_USE_CPU")) and asked_for_several \
+            and not started_by_a_launcher:
+        return ("accelerate launch --cpu with more than one process started only this one process (accelerate's "
+                "CPU launcher needs mpirun and --mpirun_hostfile for more); training goes on in 1 process. To train "
+                f"in N CPU processes run: {WORKING_COMMAND}")
+    return None
+
+
+def check_launch(num_processes: int, environ: Optional[Mapping[str, str]] = None) -> None:
+    """Warn about (or, when processes would overwrite each other's checkpoints, refuse) a launch whose processes
+    accelerate did not join: ``num_processes`` is what accelerate set up, ``environ`` the process's environment."""
+    environ = os.environ if environ is None else environ
+    launched = environ.get("WORLD_SIZE", "")
+    if launched.isdigit() and int(launched) > 1 and num_processes == 1:
+        raise RuntimeError(f"the launcher started WORLD_SIZE={launched} processes but accelerate set this one up as a "
+                           f"lone process (no GPU, and ACCELERATE_USE_CPU is not set), so each would train alone and "
+                           f"write the same checkpoints. On CPUs run: {WORKING_COMMAND}")
+    message = single_process_launch_warning(num_processes, environ)
+    if message is not None:
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
