@@ -98,6 +98,8 @@ class TrainerBase:
     """Shared core of every trainer: :class:`DiffusionPriorTrainer`, :class:`DecoderTrainer` and :class:`ModelTrainer`
     (CLIP, and the VAE under :class:`VQGanVAETrainer`); not used directly."""
 
+    fsdp_verified = False  # whether the trainer may shard its parts when the accelerate config asks for FSDP
+
     def __init__(self, model: nn.Module, *, accelerator: Accelerator | None, mixed_precision: str | None,
                  max_consecutive_bad_steps: int, device: str | torch.device | None = None) -> None:
         check_positive("max_consecutive_bad_steps", max_consecutive_bad_steps, integer=True)
@@ -107,6 +109,11 @@ class TrainerBase:
         # precision (accelerate keeps one per process): two trainers may use different ones.
         self.accelerator = accelerator if accelerator is not None else Accelerator()
         self.sharding: FSDPSettings | None = fsdp_settings(self.accelerator, model)
+        if self.sharding is not None and not self.fsdp_verified:
+            raise NotImplementedError(
+                f"the accelerate config asks for FSDP, which {type(self).__name__} does not support: it is verified "
+                "for DecoderTrainer and DiffusionPriorTrainer only (a CLIP's or VAE's evaluation calls the model's "
+                "other methods, and a VAE's discriminator is a part nested in the model); train it without FSDP")
         # ``device`` overrides the accelerator's (e.g. a VAE kept on the CPU of a GPU machine); single process only,
         # since the gradients of several processes are averaged on the accelerator's device.
         if device is not None and self.accelerator.num_processes > 1:
@@ -136,24 +143,11 @@ class TrainerBase:
         module = self.model.get_submodule(module_path)
         scaler = torch.amp.GradScaler(self.device.type) if self.mixed_precision == "fp16" else None
         if self.sharding is not None:
-            self._check_not_nested(name, module_path)
             shard_part(module, optimizer, None if ema is None else ema.ema_model, self.sharding, self.device)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         self.parts[name] = TrainedPart(name=name, module_path=module_path, module=module, optimizer=optimizer,
                                        base_lr=float(lr), schedule=schedule, max_grad_norm=max_grad_norm, ema=ema,
                                        scaler=scaler, params=params, sharded=self.sharding is not None)
-
-    def _check_not_nested(self, name: str, module_path: str) -> None:
-        """Under FSDP every part is sharded on its own; a part inside another (a VAE's discriminator) would need
-        nested sharding, which is not supported."""
-        for other in self.parts.values():
-            paths = sorted((other.module_path, module_path), key=len)
-            if paths[0] == "" or paths[1].startswith(paths[0] + "."):
-                raise NotImplementedError(
-                    f"part {name!r} ({module_path or 'the whole model'}) and part {other.name!r} "
-                    f"({other.module_path or 'the whole model'}) are nested; FSDP shards each trained part on its "
-                    "own, so a model trained as nested parts (e.g. a VQGAN-VAE with its discriminator) cannot be "
-                    "sharded: train it without FSDP")
 
     def autocast(self) -> ContextManager:
         dtype = PRECISIONS[self.mixed_precision]

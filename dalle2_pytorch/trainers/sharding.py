@@ -30,6 +30,12 @@ UNSUPPORTED_DEEPSPEED = (
     "Choose FSDP (fsdp_version: 2) for sharding, or plain multi-GPU (see docs/distributed.md)")
 
 
+# methods other than ``forward`` that run a part's weights (sampling calls them): FSDP gathers the weights around them
+# as it does around ``forward``; by the part's class name
+FORWARD_METHODS = {"Unet": ("forward_with_cond_scale",),
+                   "DiffusionPriorNetwork": ("forward_with_cond_scale", "guided")}
+
+
 @dataclass(frozen=True)
 class FSDPSettings:
     """How the parts are sharded: ``fully_shard``'s ``reshard_after_forward``, and ``wrap_classes``: names of block
@@ -126,13 +132,16 @@ def _children_bottom_up(module: nn.Module) -> list[nn.Module]:
 def shard_module(module: nn.Module, settings: FSDPSettings, device: torch.device) -> None:
     """``fully_shard`` ``module`` in place (inner units first) over every process, on ``device``'s type."""
     import torch.distributed as dist
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("FSDP needs the processes' group (launch with `accelerate launch` or torchrun)")
     mesh = _mesh(device.type, dist.get_world_size())
+    methods = FORWARD_METHODS.get(type(module).__name__, ())
     for unit in wrapped_units(module, settings):
         fully_shard(unit, mesh=mesh, reshard_after_forward=settings.reshard_after_forward)
+    for name in methods:
+        register_fsdp_forward_method(module, name)
 
 
 @lru_cache(maxsize=None)

@@ -16,9 +16,10 @@ from safetensors.torch import load_file
 from dalle2_pytorch.decoder import Decoder
 from dalle2_pytorch.trainers.checkpoint import load_checkpoint, rebuild_model
 from dalle2_pytorch.trainers.decoder_trainer import DecoderTrainer
+from dalle2_pytorch.trainers.model_trainer import ModelTrainer
 from dalle2_pytorch.trainers.prior_trainer import DiffusionPriorTrainer
 from dalle2_pytorch.trainers.sharding import FSDPSettings, fsdp_settings, wrapped_units
-from tests.trainers.helpers import tiny_decoder, tiny_prior
+from tests.trainers.helpers import Regression, tiny_decoder, tiny_prior
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,11 +103,12 @@ def test_fsdp_settings_follow_the_accelerate_config(fsdp_accelerator):
     assert wrapped_units(unet, FSDPSettings()) == [unet]
 
 
-def test_fp16_is_refused_under_fsdp(fsdp_accelerator):
-    """(Nested parts, a VAE and its discriminator, are refused too: tests/trainers/fsdp_worker.py.)"""
+def test_fp16_and_unverified_trainers_are_refused_under_fsdp(fsdp_accelerator):
     accelerator = fsdp_accelerator(fsdp_version=2)
     with pytest.raises(NotImplementedError, match="use 'bf16'"):
         DiffusionPriorTrainer(tiny_prior(), accelerator=accelerator, mixed_precision="fp16")
+    with pytest.raises(NotImplementedError, match="ModelTrainer does not support: it is verified for DecoderTrainer"):
+        ModelTrainer(Regression(), accelerator=accelerator, lr=1e-3)
 
 
 @pytest.mark.parametrize("kind, message", [("DEEPSPEED", "one model and one optimiser"),
