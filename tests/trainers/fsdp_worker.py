@@ -47,6 +47,14 @@ def train(decoder: DecoderTrainer, prior: DiffusionPriorTrainer, steps: range, r
         for unet_number in (1, 2):  # one unet per optimiser step, as the decoder run does
             losses.append(decoder(images, image_embed=embeds, unet_number=unet_number, max_batch_size=3))
             decoder.update(unet_number)
+        losses += train_prior(prior, range(step, step + 1), rank)
+    return losses
+
+
+def train_prior(prior: DiffusionPriorTrainer, steps: range, rank: int) -> list[float]:
+    losses = []
+    for step in steps:
+        _, embeds = batch(4, 16, seed=10 * step + rank)
         text_embed = torch.randn(4, EMBED_DIM, generator=torch.Generator().manual_seed(1000 + 10 * step + rank))
         losses.append(prior(text_embed=text_embed, image_embed=embeds))
         prior.update()
@@ -116,6 +124,16 @@ def main(folder: Path) -> None:
     wrapped_losses = train(*wrapped, range(STEPS), rank)
     torch.testing.assert_close(torch.tensor(wrapped_losses), torch.tensor(plain_losses), rtol=1e-5, atol=1e-6)
     compare(states(*wrapped), states(*plain), exact=False)
+
+    # bf16 autocast (the trainer's precision) works the same on sharded parts
+    bf16 = []
+    for on in (False, True):
+        set_fsdp(accelerator, on)
+        prior = DiffusionPriorTrainer(tiny_prior(), accelerator=accelerator, lr=1e-3, mixed_precision="bf16")
+        torch.manual_seed(100 + rank)
+        bf16.append((train_prior(prior, range(2), rank), states(prior)))
+    torch.testing.assert_close(torch.tensor(bf16[1][0]), torch.tensor(bf16[0][0]), rtol=1e-5, atol=1e-6)
+    compare(bf16[1][1], bf16[0][1], exact=False)
 
     # checkpoint folders of full state dicts; a fresh sharded trainer resumes from them exactly
     for name, trainer in zip(("decoder", "prior"), sharded):
