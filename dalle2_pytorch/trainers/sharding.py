@@ -30,6 +30,10 @@ UNSUPPORTED_DEEPSPEED = (
     "Choose FSDP (fsdp_version: 2) for sharding, or plain multi-GPU (see docs/distributed.md)")
 
 
+# accelerate turns its mixed_precision into an FSDP policy of this dtype; the trainers apply that precision as autocast
+# (fp32 weights, gradients reduced in fp32) instead of FSDP's casting
+ACCELERATE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 # methods other than ``forward`` that run a part's weights (sampling calls them): FSDP gathers the weights around them
 # as it does around ``forward``; by the part's class name
 FORWARD_METHODS = {"Unet": ("forward_with_cond_scale",),
@@ -75,9 +79,11 @@ def fsdp_settings(accelerator: Accelerator, model: nn.Module) -> FSDPSettings | 
     if plugin.activation_checkpointing:
         problems.append("activation_checkpointing: not supported through FSDP; use the models' own options "
                         "(e.g. the unets' checkpoint_during_training)")
-    if plugin.mixed_precision_policy is not None:
-        problems.append("an FSDP mixed-precision policy: precision is the trainer's (trainer.mixed_precision, "
-                        "autocast); leave FSDP's mixed precision unset and use bf16 there")
+    policy_dtype = getattr(plugin.mixed_precision_policy, "param_dtype", None)
+    if policy_dtype is not None and policy_dtype != ACCELERATE_DTYPES.get(accelerator.mixed_precision):
+        problems.append(f"an FSDP mixed-precision policy ({policy_dtype}) other than accelerate's mixed_precision "
+                        f"({accelerator.mixed_precision!r}): precision is the trainer's autocast; set it with "
+                        "mixed_precision alone")
     if plugin.ignored_modules is not None:
         problems.append("ignored_modules: not supported; every parameter of a trained part is sharded")
     wrap_classes = _wrap_classes(plugin, model, problems)

@@ -91,6 +91,14 @@ def test_fsdp_settings_the_trainers_cannot_honour_are_errors(fsdp_accelerator, p
         fsdp_settings(accelerator, tiny_prior())
 
 
+def test_the_fsdp_policy_accelerate_derives_from_mixed_precision_is_autocast(fsdp_accelerator, monkeypatch):
+    accelerator = fsdp_accelerator(fsdp_version=2, mixed_precision_policy="bf16")
+    with pytest.raises(NotImplementedError, match=r"policy \(torch.bfloat16\) other than accelerate's mixed_precision"):
+        fsdp_settings(accelerator, tiny_prior())
+    monkeypatch.setattr(type(accelerator), "mixed_precision", property(lambda self: "bf16"))
+    assert fsdp_settings(accelerator, tiny_prior()) == FSDPSettings()
+
+
 def test_fsdp_settings_follow_the_accelerate_config(fsdp_accelerator):
     accelerator = fsdp_accelerator(fsdp_version=2, reshard_after_forward=False, auto_wrap_policy="transformer_based_wrap",
                                    transformer_cls_names_to_wrap=["ResnetBlock"])
