@@ -1,6 +1,6 @@
 """FSDP for the trainers' parts, when the accelerate config asks for it; DeepSpeed and Megatron-LM refused.
 
-Every trained part (the prior's network, each unet of a decoder, a CLIP) is sharded on its own with torch's FSDP2
+Every trained part (the prior's network, each unet of a decoder) is sharded on its own with torch's FSDP2
 ``fully_shard``: one sharded unit per part (plus inner units where the config's auto-wrap policy picks them), so a
 decoder step that runs one unet all-gathers and reduce-scatters that unet alone.  The part's optimiser is switched to
 the sharded parameters; its EMA copy is sharded the same way, so the average is taken shard by shard with no
@@ -39,6 +39,10 @@ ACCELERATE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 FORWARD_METHODS = {"Unet": ("forward_with_cond_scale",),
                    "DiffusionPriorNetwork": ("forward_with_cond_scale", "guided")}
 
+# blocks verified as inner sharded units (their weights are used only inside their own forward; the prior's
+# TransformerBlock, the unets' attention layers are not such: their parents read their weights directly)
+WRAPPABLE_BLOCKS = ("ResnetBlock", "CausalTransformer")
+
 
 @dataclass(frozen=True)
 class FSDPSettings:
@@ -74,7 +78,8 @@ def fsdp_settings(accelerator: Accelerator, model: nn.Module) -> FSDPSettings | 
                         "set fsdp_version: 2")
     if not isinstance(plugin.reshard_after_forward, bool):
         problems.append(f"reshard_after_forward={plugin.reshard_after_forward!r}: expected true or false (FSDP2)")
-    if plugin.cpu_offload is not None and type(plugin.cpu_offload).__name__ != "OffloadPolicy":
+    offload = plugin.cpu_offload
+    if type(offload).__name__ == "CPUOffloadPolicy" or getattr(offload, "offload_params", False):
         problems.append("cpu_offload / offload_params: parameter offloading to the CPU is not supported (untested)")
     if plugin.activation_checkpointing:
         problems.append("activation_checkpointing: not supported through FSDP; use the models' own options "
@@ -102,18 +107,22 @@ def _wrap_classes(plugin: Any, model: nn.Module, problems: list[str]) -> tuple[s
         return ()
     if policy is size_based_auto_wrap_policy:
         problems.append("size_based_wrap: it can pick a layer whose weights its parent block reads directly (the "
-                        "unets' attention does), which breaks under FSDP; use transformer_based_wrap naming whole "
-                        "blocks (e.g. ResnetBlock,TransformerBlock) or no_wrap")
+                        "unets' attention does), which breaks under FSDP; use transformer_based_wrap with "
+                        f"transformer_cls_names_to_wrap among {list(WRAPPABLE_BLOCKS)}, or no_wrap")
         return ()
     if policy is not transformer_auto_wrap_policy:
         problems.append(f"auto_wrap_policy={plugin.auto_wrap_policy!r}: expected transformer_based_wrap or no_wrap")
         return ()
     names = tuple(plugin.transformer_cls_names_to_wrap or ())
     present = {type(m).__name__ for m in model.modules()}
-    if not set(names) & present:
+    unverified = sorted(set(names) - set(WRAPPABLE_BLOCKS))
+    if unverified:
+        problems.append(f"transformer_cls_names_to_wrap names {unverified}: only {list(WRAPPABLE_BLOCKS)} are "
+                        "verified as sharded units (a block whose weights its parent reads directly breaks under FSDP)")
+    elif not set(names) & present:
         problems.append(f"transformer_based_wrap with transformer_cls_names_to_wrap={list(names)}: none of them is a "
-                        f"class of this {type(model).__name__}'s blocks; name them, e.g. "
-                        "ResnetBlock for the unets, TransformerBlock for the prior")
+                        f"class of this {type(model).__name__}'s blocks; name ResnetBlock for the unets, "
+                        "CausalTransformer for the prior")
     return names
 
 

@@ -82,8 +82,10 @@ def fsdp_accelerator(monkeypatch):
     (dict(fsdp_version=2, cpu_offload=True), "offloading to the CPU is not supported"),
     (dict(fsdp_version=2, activation_checkpointing=True), "the models. own options"),
     (dict(fsdp_version=2, auto_wrap_policy="size_based_wrap", min_num_params=10), "use transformer_based_wrap"),
-    (dict(fsdp_version=2, auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=["Nope"]),
+    (dict(fsdp_version=2, auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=["ResnetBlock"]),
      "none of them is a class of this DiffusionPrior's blocks"),
+    (dict(fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
+          transformer_cls_names_to_wrap=["TransformerBlock"]), r"names \['TransformerBlock'\]: only"),
 ])
 def test_fsdp_settings_the_trainers_cannot_honour_are_errors(fsdp_accelerator, plugin, message):
     accelerator = fsdp_accelerator(**plugin)
