@@ -145,6 +145,13 @@ def _decode(value: Any) -> Any:
 
 
 def _class_path(cls: type) -> str:
+    """``module:Class`` of ``cls``; for a module FSDP sharded in place (its class swapped for a generated
+    ``FSDP<Class>`` subclass), the original class, so that a config written under FSDP rebuilds in one process."""
+    if torch.distributed.is_available():
+        from torch.distributed.fsdp import FSDPModule
+
+        if issubclass(cls, FSDPModule):
+            cls = next(base for base in cls.__mro__[1:] if not issubclass(base, FSDPModule))
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
@@ -182,6 +189,21 @@ def check_config_size(cls: type, config: dict[str, Any], source: str | os.PathLi
     return count
 
 
+def save_pretrained_state(model: "PretrainedMixin", state: dict[str, torch.Tensor],
+                          directory: str | os.PathLike) -> Path:
+    """``model.save_pretrained(directory)`` with ``state`` as its weights (e.g. gathered from FSDP shards)."""
+    directory = Path(directory)
+    bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"refusing to save non-finite weights (first: {bad[0]}); the model has diverged")
+    save_tensors(state, directory / WEIGHTS_NAME, metadata={"format_version": str(FORMAT_VERSION)})
+    from dalle2_pytorch import __version__
+
+    save_json({"class": _class_path(type(model)), "format_version": FORMAT_VERSION,
+               "library_version": __version__, "config": model.config}, directory / CONFIG_NAME)
+    return directory
+
+
 class PretrainedMixin:
     """``save_pretrained``/``from_pretrained`` for an ``nn.Module`` built from keyword arguments.
 
@@ -210,17 +232,7 @@ class PretrainedMixin:
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
-        directory = Path(directory)
-        state = self.state_dict()  # type: ignore[attr-defined]
-        bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
-        if bad:
-            raise ValueError(f"refusing to save non-finite weights (first: {bad[0]}); the model has diverged")
-        save_tensors(state, directory / WEIGHTS_NAME, metadata={"format_version": str(FORMAT_VERSION)})
-        from dalle2_pytorch import __version__
-
-        save_json({"class": _class_path(type(self)), "format_version": FORMAT_VERSION,
-                   "library_version": __version__, "config": self.config}, directory / CONFIG_NAME)
-        return directory
+        return save_pretrained_state(self, self.state_dict(), directory)  # type: ignore[attr-defined]
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu",

@@ -8,8 +8,10 @@ gradients are not finite, and saves/loads everything as one atomic safetensors c
 Distribution goes through Hugging Face ``accelerate``: the model sits on ``accelerator.device``,
 and with several processes the gradients of the part being stepped are averaged across them just
 before the step.  Averaging only the stepped part (instead of wrapping the model in DDP) is what
-lets a cascade train one unet at a time without DDP's unused-parameter errors.  Mixed precision
-(``'fp16'`` with a gradient scaler, or ``'bf16'``) is ``torch.autocast`` around the loss.
+lets a cascade train one unet at a time without DDP's unused-parameter errors.  When the accelerate config asks
+for FSDP, every part is sharded on its own instead and FSDP averages its gradients (:mod:`.sharding`); DeepSpeed and
+Megatron-LM are refused.  Mixed precision (``'fp16'`` with a gradient scaler, or ``'bf16'``) is ``torch.autocast``
+around the loss.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from dalle2_pytorch.trainers.checkpoint import (capture_rng_state, prefixed, ran
                                                 read_training_checkpoint, restore_rank_rng_state, unprefixed,
                                                 write_training_checkpoint)
 from dalle2_pytorch.trainers.optim import LRSchedule, apply_learning_rate, check_positive
+from dalle2_pytorch.trainers.sharding import (FSDPSettings, fsdp_settings, full_optimizer_state, gather_full,
+                                              is_sharded, shard_like, shard_optimizer_state, shard_part)
 
 PRECISIONS = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -59,6 +63,7 @@ class TrainedPart:
     overflow_steps: int = 0        # fp16 steps skipped by the grad scaler (normal while it calibrates)
     pending_backward: bool = False
     pending_nonfinite: bool = False
+    sharded: bool = False          # FSDP: the module, its EMA and the optimiser hold this process's shards
 
     def counters(self) -> dict[str, int]:
         return {"step": self.step, "skipped_steps": self.skipped_steps,
@@ -89,26 +94,11 @@ def resolve_precision(mixed_precision: str | None, accelerator: Accelerator) -> 
     return value
 
 
-def check_distributed_type(accelerator: Accelerator) -> None:
-    """Refuse the accelerate set-ups this trainer would silently get wrong.
-
-    The trainers average each stepped part's gradients themselves (see the module docstring), which is right for one
-    process and for plain multi-process (DDP-style) runs.  FSDP, DeepSpeed and Megatron shard parameters, gradients or
-    optimiser states and must own the model's wrapping and optimiser steps; they are not wired in, so an accelerate
-    config asking for them is an error here instead of a run that quietly trains unsharded."""
-    from accelerate.utils import DistributedType
-
-    kind = accelerator.distributed_type
-    if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
-        raise NotImplementedError(
-            f"the accelerate config asks for {kind.value}, which dalle2_pytorch's trainers do not support (they average "
-            "the stepped part's gradients across processes themselves); run `accelerate config` again and choose "
-            "multi-GPU without FSDP/DeepSpeed, or launch with torchrun (see docs/distributed.md)")
-
-
 class TrainerBase:
     """Shared core of every trainer: :class:`DiffusionPriorTrainer`, :class:`DecoderTrainer` and :class:`ModelTrainer`
     (CLIP, and the VAE under :class:`VQGanVAETrainer`); not used directly."""
+
+    fsdp_verified = False  # whether the trainer may shard its parts when the accelerate config asks for FSDP
 
     def __init__(self, model: nn.Module, *, accelerator: Accelerator | None, mixed_precision: str | None,
                  max_consecutive_bad_steps: int, device: str | torch.device | None = None) -> None:
@@ -118,7 +108,12 @@ class TrainerBase:
         # The trainer applies precision itself, so an Accelerator made here never fixes the process-wide
         # precision (accelerate keeps one per process): two trainers may use different ones.
         self.accelerator = accelerator if accelerator is not None else Accelerator()
-        check_distributed_type(self.accelerator)
+        self.sharding: FSDPSettings | None = fsdp_settings(self.accelerator, model)
+        if self.sharding is not None and not self.fsdp_verified:
+            raise NotImplementedError(
+                f"the accelerate config asks for FSDP, which {type(self).__name__} does not support: it is verified "
+                "for DecoderTrainer and DiffusionPriorTrainer only (a CLIP's or VAE's evaluation calls the model's "
+                "other methods, and a VAE's discriminator is a part nested in the model); train it without FSDP")
         # ``device`` overrides the accelerator's (e.g. a VAE kept on the CPU of a GPU machine); single process only,
         # since the gradients of several processes are averaged on the accelerator's device.
         if device is not None and self.accelerator.num_processes > 1:
@@ -126,6 +121,9 @@ class TrainerBase:
                              "under `accelerate launch` each process trains on its accelerator's device")
         self._device = torch.device(device) if device is not None else self.accelerator.device
         self.mixed_precision = resolve_precision(mixed_precision, self.accelerator)
+        if self.sharding is not None and self.mixed_precision == "fp16":
+            raise NotImplementedError("mixed_precision='fp16' under FSDP: the gradient scaler would see only this "
+                                      "process's shard of the gradients; use 'bf16' (no scaler needed)")
         self.max_consecutive_bad_steps = max_consecutive_bad_steps
         self.model = model.to(self._device)
         self.parts: dict[str, TrainedPart] = {}
@@ -144,10 +142,12 @@ class TrainerBase:
         check_positive("max_grad_norm", max_grad_norm, allow_none=True)
         module = self.model.get_submodule(module_path)
         scaler = torch.amp.GradScaler(self.device.type) if self.mixed_precision == "fp16" else None
+        if self.sharding is not None:
+            shard_part(module, optimizer, None if ema is None else ema.ema_model, self.sharding, self.device)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         self.parts[name] = TrainedPart(name=name, module_path=module_path, module=module, optimizer=optimizer,
                                        base_lr=float(lr), schedule=schedule, max_grad_norm=max_grad_norm, ema=ema,
-                                       scaler=scaler, params=params)
+                                       scaler=scaler, params=params, sharded=self.sharding is not None)
 
     def autocast(self) -> ContextManager:
         dtype = PRECISIONS[self.mixed_precision]
@@ -187,8 +187,9 @@ class TrainerBase:
         return value
 
     def _sync_gradients(self, part: TrainedPart) -> None:
-        """Average the part's gradients over processes (a no-op in a single process)."""
-        if self.accelerator.num_processes == 1:
+        """Average the part's gradients over processes (a no-op in a single process, and under FSDP, whose
+        reduce-scatter already averaged them)."""
+        if self.accelerator.num_processes == 1 or part.sharded:
             return
         for p in part.params:
             if p.grad is None:
@@ -214,6 +215,8 @@ class TrainerBase:
             norm = torch.nn.utils.clip_grad_norm_(part.params, part.max_grad_norm)
         else:
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if is_sharded(norm):
+            norm = norm.full_tensor()  # the norm over every process's shards, the same on all
         grads_finite = bool(torch.isfinite(norm))
         if grads_finite and not part.pending_nonfinite:
             apply_learning_rate(part.optimizer, part.base_lr, part.schedule, part.step)
@@ -286,13 +289,13 @@ class TrainerBase:
         rank (:meth:`_rng_states_of_every_rank`), by default this process's alone."""
         from dalle2_pytorch import __version__
 
-        tensors = prefixed(self.model.state_dict(), "model")
+        tensors = prefixed(self.full_state_dict(), "model")
         parts_meta: dict[str, Any] = {}
         for name, part in self.parts.items():
-            opt_tensors, opt_rest = flatten_optimizer_state(part.optimizer.state_dict(), f"optim.{name}")
+            opt_tensors, opt_rest = flatten_optimizer_state(full_optimizer_state(part.optimizer), f"optim.{name}")
             tensors.update(opt_tensors)
             if part.ema is not None:
-                tensors.update(prefixed(part.ema.state_dict(), f"ema.{name}"))
+                tensors.update(prefixed(gather_full(part.ema.state_dict()), f"ema.{name}"))
             parts_meta[name] = {**part.counters(), "optimizer": opt_rest,
                                 "scaler": None if part.scaler is None else part.scaler.state_dict()}
         rng_tensors, rng_meta = rank_rng_states(rng_states or [capture_rng_state()])
@@ -302,12 +305,24 @@ class TrainerBase:
                 "ema_targets": {n: p.module_path for n, p in self.parts.items() if p.ema is not None}}
         return tensors, meta
 
+    @property
+    def is_sharded(self) -> bool:
+        """Whether the parts are sharded (FSDP): then gathering their state is a collective of every process."""
+        return any(part.sharded for part in self.parts.values())
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's state dict with every sharded tensor gathered whole, as in a single process (under FSDP a
+        collective: every process must call it)."""
+        return gather_full(self.model.state_dict())
+
     def save(self, path: str | os.PathLike) -> Path:
-        """Write a training checkpoint (one safetensors file, atomically; only the main process writes)."""
+        """Write a training checkpoint (one safetensors file, atomically; only the main process writes, but under
+        FSDP every process gathers the full, unsharded state first)."""
         path = Path(path)
         rng_states = self._rng_states_of_every_rank()  # every rank's own stream, so that each resumes exactly
-        if self.is_main_process:
+        if self.is_main_process or self.is_sharded:
             tensors, meta = self.training_state(rng_states)
+        if self.is_main_process:
             write_training_checkpoint(path, tensors, meta)
         self.accelerator.wait_for_everyone()
         return path
@@ -321,11 +336,14 @@ class TrainerBase:
         """
         path = Path(path)
         if path.suffix in (".pt", ".pth"):
+            if self.is_sharded:
+                raise NotImplementedError(f"{path}: a legacy checkpoint cannot be loaded into sharded (FSDP) parts; "
+                                          "load it in one process without FSDP and save() it, then load that")
             self._load_legacy(path, strict)
             return
         tensors, meta = read_training_checkpoint(path, type(self).__name__)
         with loading_state_dict(path, type(self.model).__name__):
-            self.model.load_state_dict(unprefixed(tensors, "model"), strict=strict)
+            self.model.load_state_dict(shard_like(unprefixed(tensors, "model"), self.model.state_dict()), strict=strict)
         if only_model:
             return
         if set(meta["parts"]) != set(self.parts):
@@ -335,6 +353,7 @@ class TrainerBase:
             saved = meta["parts"][name]
             hyper = [{k: g[k] for k in ("weight_decay", "eps", "betas")} for g in part.optimizer.param_groups]
             part.optimizer.load_state_dict(unflatten_optimizer_state(tensors, saved["optimizer"], f"optim.{name}"))
+            shard_optimizer_state(part.optimizer)
             for group, values in zip(part.optimizer.param_groups, hyper):
                 group.update(values)
             if part.ema is not None:
@@ -342,7 +361,7 @@ class TrainerBase:
                 if not ema_state:
                     raise ValueError(f"{path} has no EMA for {name}; build the trainer with use_ema=False or "
                                      "pass only_model=True")
-                part.ema.load_state_dict(ema_state)
+                part.ema.load_state_dict(shard_like(ema_state, part.ema.state_dict()))
             if part.scaler is not None and saved.get("scaler"):
                 part.scaler.load_state_dict(saved["scaler"])
             part.step, part.skipped_steps = int(saved["step"]), int(saved["skipped_steps"])

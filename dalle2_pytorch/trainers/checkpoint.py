@@ -197,11 +197,23 @@ def save_checkpoint(directory: str | os.PathLike, trainer, counters: dict[str, A
     directory = Path(directory)
     main = trainer.is_main_process
     staging = begin_folder(directory) if main else directory.parent / f".{directory.name}.partial"
-    if main:
+    if trainer.is_sharded:  # FSDP: every process gathers the full weights, the main process writes them
+        from dalle2_pytorch.serialization import save_pretrained_state
+
+        state = trainer.full_state_dict()
+        if main:
+            save_pretrained_state(trainer.model, state, staging / "model")
+        if trainer.has_ema:
+            with trainer.ema_weights():
+                state = trainer.full_state_dict()
+            if main:
+                save_pretrained_state(trainer.model, state, staging / "ema_model")
+    elif main:
         trainer.model.save_pretrained(staging / "model")
         if trainer.has_ema:
             with trainer.ema_weights():
                 trainer.model.save_pretrained(staging / "ema_model")
+    if main:
         save_json({"counters": counters, **({} if run_config is None else {"config": run_config})},
                   staging / STATE_JSON)
     if with_training_state:

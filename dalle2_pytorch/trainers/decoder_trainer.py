@@ -46,6 +46,8 @@ class DecoderTrainer(TrainerBase):
             raise ``FloatingPointError`` (single bad steps are skipped with a warning).
     """
 
+    fsdp_verified = True  # tests/trainers/test_fsdp.py
+
     @strict_keywords()
     def __init__(self, decoder: Decoder, *, accelerator: Accelerator | None = None,
                  mixed_precision: str | None = None, use_ema: bool = True, lr: Any = 1e-4, wd: Any = 1e-2,

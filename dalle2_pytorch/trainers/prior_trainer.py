@@ -41,6 +41,8 @@ class DiffusionPriorTrainer(TrainerBase):
             raise ``FloatingPointError`` (single bad steps are skipped with a warning).
     """
 
+    fsdp_verified = True  # tests/trainers/test_fsdp.py
+
     @strict_keywords()
     def __init__(self, diffusion_prior: DiffusionPrior, *, accelerator: Accelerator | None = None,
                  mixed_precision: str | None = None, use_ema: bool = True, lr: float = 3e-4, wd: float = 1e-2,

@@ -77,18 +77,3 @@ def test_precision_comes_from_accelerate_unless_the_config_sets_it(monkeypatch):
         warnings.simplefilter("error")
         assert resolve_precision("bf16", accelerator) == "bf16"    # the same: nothing to say
     assert config_from_dict(vae_config("unused", 1).model_dump(mode="json")).trainer.mixed_precision is None
-
-
-@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
-def test_an_accelerate_config_asking_for_sharding_is_an_error_not_ignored(monkeypatch, kind):
-    from accelerate.utils import DistributedType
-
-    from dalle2_pytorch.trainers import DiffusionPriorTrainer
-    from dalle2_pytorch.prior import DiffusionPrior, DiffusionPriorNetwork
-
-    accelerator = Accelerator()
-    monkeypatch.setattr(type(accelerator), "distributed_type", property(lambda self: DistributedType[kind]))
-    prior = DiffusionPrior(DiffusionPriorNetwork(dim=8, depth=1, dim_head=8, heads=2), image_embed_dim=8,
-                           timesteps=10, condition_on_text_encodings=False)
-    with pytest.raises(NotImplementedError, match=f"asks for {DistributedType[kind].value}.*docs/distributed.md"):
-        DiffusionPriorTrainer(prior, accelerator=accelerator)

@@ -1,0 +1,130 @@
+"""FSDP through the accelerate config: 2 CPU processes (gloo) train a decoder and a prior sharded and plain
+(tests/trainers/fsdp_worker.py); the checkpoints the sharded run writes load in one process."""
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from safetensors.torch import load_file
+
+from dalle2_pytorch.decoder import Decoder
+from dalle2_pytorch.trainers.checkpoint import load_checkpoint, rebuild_model
+from dalle2_pytorch.trainers.decoder_trainer import DecoderTrainer
+from dalle2_pytorch.trainers.model_trainer import ModelTrainer
+from dalle2_pytorch.trainers.prior_trainer import DiffusionPriorTrainer
+from dalle2_pytorch.trainers.sharding import FSDPSettings, fsdp_settings, wrapped_units
+from tests.trainers.helpers import Regression, tiny_decoder, tiny_prior
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fsdp")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "tests.trainers.fsdp_worker", str(folder)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert "FSDP_OK" in result.stdout
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["decoder", "prior"])
+def test_fsdp_checkpoints_load_in_one_process_and_match_the_plain_run(fsdp_run, kind):
+    """The sharded run's checkpoint folder is the single-process format: it loads into a plain trainer (the
+    trained weights equal, to fp32 rounding, the plain 2-process run's), and model/ loads with from_pretrained."""
+    make = {"decoder": lambda: DecoderTrainer(tiny_decoder(2)), "prior": lambda: DiffusionPriorTrainer(tiny_prior())}
+    trainer = make[kind]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # saved by 2 processes: the RNG states are not this one's
+        load_checkpoint(fsdp_run / kind, trainer)
+    plain = load_file(fsdp_run / f"plain_{kind}.safetensors")
+    state, _ = trainer.training_state()
+    assert {k for k in state if not k.startswith("rng")} == {k for k in plain if not k.startswith("rng")}
+    for key, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, plain[f"model.{key}"], rtol=1e-4, atol=2e-5)
+    folder_model = type(trainer.model).from_pretrained(fsdp_run / kind / "model")
+    for key, value in folder_model.state_dict().items():
+        assert torch.equal(value, trainer.model.state_dict()[key]), key
+    ema = rebuild_model(fsdp_run / kind / "trainer.safetensors", use_ema=True)
+    ema_folder = type(trainer.model).from_pretrained(fsdp_run / kind / "ema_model")
+    for key, value in ema_folder.state_dict().items():
+        assert torch.equal(value, ema.state_dict()[key]), key
+    if kind == "decoder":
+        assert isinstance(folder_model, Decoder)
+
+
+@pytest.fixture
+def fsdp_accelerator(monkeypatch):
+    """One process's Accelerator whose state says FSDP, as `accelerate config` would on a GPU machine."""
+    accelerator = Accelerator()
+
+    def configure(**plugin):
+        state = accelerator.state
+        monkeypatch.setattr(type(accelerator), "distributed_type", property(lambda self: DistributedType.FSDP))
+        monkeypatch.setattr(state, "fsdp_plugin", FullyShardedDataParallelPlugin(**plugin), raising=False)
+        return accelerator
+
+    return configure
+
+
+@pytest.mark.parametrize("plugin, message", [
+    (dict(fsdp_version=1), "set fsdp_version: 2"),
+    (dict(fsdp_version=2, cpu_offload=True), "offloading to the CPU is not supported"),
+    (dict(fsdp_version=2, activation_checkpointing=True), "the models. own options"),
+    (dict(fsdp_version=2, auto_wrap_policy="size_based_wrap", min_num_params=10), "use transformer_based_wrap"),
+    (dict(fsdp_version=2, auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=["ResnetBlock"]),
+     "none of them is a class of this DiffusionPrior's blocks"),
+    (dict(fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
+          transformer_cls_names_to_wrap=["TransformerBlock"]), r"names \['TransformerBlock'\]: only"),
+])
+def test_fsdp_settings_the_trainers_cannot_honour_are_errors(fsdp_accelerator, plugin, message):
+    accelerator = fsdp_accelerator(**plugin)
+    with pytest.raises(NotImplementedError, match=message):
+        fsdp_settings(accelerator, tiny_prior())
+
+
+def test_the_fsdp_policy_accelerate_derives_from_mixed_precision_is_autocast(fsdp_accelerator, monkeypatch):
+    accelerator = fsdp_accelerator(fsdp_version=2, mixed_precision_policy="bf16")
+    with pytest.raises(NotImplementedError, match=r"policy \(torch.bfloat16\) other than accelerate's mixed_precision"):
+        fsdp_settings(accelerator, tiny_prior())
+    monkeypatch.setattr(type(accelerator), "mixed_precision", property(lambda self: "bf16"))
+    assert fsdp_settings(accelerator, tiny_prior()) == FSDPSettings()
+
+
+def test_fsdp_settings_follow_the_accelerate_config(fsdp_accelerator):
+    accelerator = fsdp_accelerator(fsdp_version=2, reshard_after_forward=False, auto_wrap_policy="transformer_based_wrap",
+                                   transformer_cls_names_to_wrap=["ResnetBlock"])
+    settings = fsdp_settings(accelerator, tiny_decoder(1))
+    assert settings == FSDPSettings(reshard_after_forward=False, wrap_classes=("ResnetBlock",))
+    unet = tiny_decoder(1).get_unet(1)
+    units = wrapped_units(unet, settings)
+    assert units[-1] is unet and len(units) > 1
+    assert all(type(u).__name__ == "ResnetBlock" for u in units[:-1])
+    assert wrapped_units(unet, FSDPSettings()) == [unet]
+
+
+def test_fp16_and_unverified_trainers_are_refused_under_fsdp(fsdp_accelerator):
+    accelerator = fsdp_accelerator(fsdp_version=2)
+    with pytest.raises(NotImplementedError, match="use 'bf16'"):
+        DiffusionPriorTrainer(tiny_prior(), accelerator=accelerator, mixed_precision="fp16")
+    with pytest.raises(NotImplementedError, match="ModelTrainer does not support: it is verified for DecoderTrainer"):
+        ModelTrainer(Regression(), accelerator=accelerator, lr=1e-3)
+
+
+@pytest.mark.parametrize("kind, message", [("DEEPSPEED", "one model and one optimiser"),
+                                           ("MEGATRON_LM", "Megatron-LM")])
+def test_deepspeed_and_megatron_are_refused_with_the_reason(monkeypatch, kind, message):
+    accelerator = Accelerator()
+    monkeypatch.setattr(type(accelerator), "distributed_type", property(lambda self: DistributedType[kind]))
+    with pytest.raises(NotImplementedError, match=message):
+        DiffusionPriorTrainer(tiny_prior(), accelerator=accelerator)
