@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from dalle2_pytorch.data.shards import NoDataError, expand_urls, shard_name
+from dalle2_pytorch.data.shards import NoDataError, ReadStats, expand_urls, iterate_tar_samples, shard_name
 from dalle2_pytorch.dataloaders import ImageEmbeddingDataset, create_image_embedding_dataloader
 
 from .shard_helpers import build_img2dataset_shards, jpeg_bytes, row_embedding, write_shard
@@ -109,6 +109,31 @@ def test_truncated_shard_keeps_earlier_samples_and_moves_on(tmp_path, cut):
     from_first = [k for k in keys if k.startswith("0000")]
     assert len(from_first) == (6 if cut == "end_marker" else 3) and len([k for k in keys if k.startswith("0001")]) == 6
     assert dataset.stats.truncated_shards == 1
+
+
+def test_directories_and_links_inside_a_shard_are_passed_over(tmp_path):
+    """A shard made with ``tar -cf 00000.tar -C folder .`` holds the folder's own entry, subfolders (a stray
+    .ipynb_checkpoints) and symbolic links besides the samples' files: only regular files are samples' members,
+    the rest is passed over without losing the shard or counting anything as skipped."""
+    folder = tmp_path / "folder"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    members = {f"00000{row:04d}.{ext}": (jpeg_bytes((40 * row, 0, 0)) if ext == "jpg" else f"caption {row}".encode())
+               for row in range(3) for ext in ("jpg", "txt")}
+    for name, data in members.items():
+        (folder / name).write_bytes(data)
+    (folder / "000000003.jpg").symlink_to("000000000.jpg")  # a sample whose image is a link
+    (folder / "000000003.txt").write_bytes(b"caption 3")
+    with tarfile.open(tmp_path / "00000.tar", "w") as archive:  # what `tar -C folder .` writes, dirs and links kept
+        archive.add(folder, arcname=".")
+    with tarfile.open(tmp_path / "00000.tar") as archive:
+        kinds = {member.name: member.type for member in archive.getmembers()}
+    assert kinds["./.ipynb_checkpoints"] == tarfile.DIRTYPE and kinds["./000000003.jpg"] == tarfile.SYMTYPE
+
+    stats = ReadStats()
+    samples = list(iterate_tar_samples(str(tmp_path / "00000.tar"), stats))
+    read = {f"{s['__key__']}.{ext}": data for s in samples for ext, data in s.items() if not ext.startswith("__")}
+    assert read == {**{f"./{name}": data for name, data in members.items()}, "./000000003.txt": b"caption 3"}
+    assert stats.skipped == 0 and stats.shards == 1
 
 
 def test_missing_embedding_file_and_wrong_shard_width_are_skipped(tmp_path):

@@ -41,6 +41,20 @@ def test_shared_null_prefix_equals_full_sequence(options):
     torch.testing.assert_close(shared.detach(), padded, atol=1e-5, rtol=0)
 
 
+def test_a_padding_conditioned_legacy_network_without_text_encodings_sees_only_null_padding():
+    """Old releases' ``"padding"`` networks (e.g. LAION's 1.1.0 prior) given no text encodings read the learned null
+    padding in every text slot: the same output as encodings that are all padding, unlike real encodings."""
+    net = make_net(null_conditioning="padding")
+    x, t, text_embed, enc = inputs()
+    with torch.no_grad():
+        without = net(x, t, text_embed=text_embed)
+        all_padding = net(x, t, text_embed=text_embed, text_encodings=torch.zeros(3, 2, DIM))
+        with_text = net(x, t, text_embed=text_embed, text_encodings=enc)
+    assert without.shape == (3, DIM)
+    torch.testing.assert_close(without, all_padding, atol=1e-5, rtol=0)
+    assert (without - with_text).abs().amax(dim=-1).min() > 1e-3
+
+
 def test_dropped_text_ignores_encodings_and_matches_shared_path():
     net = make_net()
     x, t, text_embed, enc = inputs()
