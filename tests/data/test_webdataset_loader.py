@@ -164,6 +164,26 @@ def test_shards_split_across_ranks_and_workers(tmp_path):
     assert sorted(keys) == sorted(per_rank[0] | per_rank[1])  # every sample exactly once
 
 
+def test_fewer_shards_than_readers_is_a_runtime_warning_from_the_first_reader_only(tmp_path):
+    """Like every data problem the loader reports (skips, gaps), an idle reader is a RuntimeWarning, raised once:
+    by rank 0 (worker 0); the shard is still read by exactly one rank."""
+    shards, embeddings = build_img2dataset_shards(tmp_path, shards=1, rows=[0, 1])
+    read = []
+    for rank in range(2):
+        dataset = ImageEmbeddingDataset(urls=f"{shards}/0000.tar", embedding_folder_url=str(embeddings), rank=rank,
+                                        world_size=2, extra_keys=("txt",))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            read.append([txt for _, _, txt in dataset])
+        idle = [w for w in caught if "some readers get no data" in str(w.message)]
+        if rank == 0:
+            assert [w.category for w in idle] == [RuntimeWarning]
+            assert "only 1 shards for 2 readers" in str(idle[0].message)
+        else:
+            assert not idle
+    assert len(read[0]) == 2 and read[1] == []
+
+
 def test_shuffling_is_seeded_and_resampling_is_endless(tmp_path):
     shards, embeddings = build_img2dataset_shards(tmp_path, shards=3, rows=list(range(4)))
     url = f"{shards}/{{0000..0002}}.tar"

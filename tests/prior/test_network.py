@@ -147,6 +147,8 @@ def test_bad_input_raises_clear_errors():
         net(torch.randn(3, DIM + 1), t, text_embed=text_embed)
     with pytest.raises(ValueError, match="text_embed must have shape"):
         net(x, t, text_embed=torch.randn(3, DIM + 1))
+    with pytest.raises(TypeError, match="text_embed is required"):
+        net(x, t, text_embed=None)
     with pytest.raises(ValueError, match="text_encodings must have shape"):
         net(x, t, text_embed=text_embed, text_encodings=torch.randn(3, 4, DIM + 1))
     with pytest.raises(ValueError, match="diffusion_timesteps"):
@@ -160,7 +162,7 @@ def test_bad_input_raises_clear_errors():
 def test_bad_construction_raises():
     with pytest.raises(TypeError):
         DiffusionPriorNetwork(DIM, depth=1, dimhead=8)  # typo
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(ValueError, match=r"^depth must be an integer >= 1, got 0$"):  # names the argument as given
         DiffusionPriorNetwork(DIM, depth=0)
     with pytest.raises(ValueError, match="dim_head"):
         DiffusionPriorNetwork(DIM, depth=1, dim_head=7)
