@@ -51,9 +51,13 @@ def test_demo_tiny_writes_images_grid_score_and_reuses_checkpoints(tmp_path):
     pipeline_file = json.loads((out / "checkpoints" / "pipeline.json").read_text())   # the one pipeline layout
     assert pipeline_file["sampling"]["decoder"]["sampler"] is not None and not (out / "checkpoints" / "sampling.json").exists()
 
+    weights = {stage: (out / "checkpoints" / stage / "model.safetensors").read_bytes()
+               for stage in ("clip", "prior", "decoder")}
     again = dalle2("demo", "--preset", "tiny", "--out", out)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("reusing") == 3
+    for stage, data in weights.items():  # reused, not retrained: the same weights, byte for byte
+        assert (out / "checkpoints" / stage / "model.safetensors").read_bytes() == data, stage
 
     samples = tmp_path / "samples"
     sampled = dalle2("a red circle", "--checkpoint", out / "checkpoints", "--num-images", "2", "--seed", "1",
@@ -101,16 +105,36 @@ def test_config_validate_and_show(tmp_path, capsys):
 
 
 def test_train_decoder_on_a_folder_of_images(tmp_path, capsys):
+    """`dalle2 train decoder --images DIR` trains both unets of its cascade on the folder: at fixed noise, the trained
+    decoder's loss on the folder's pictures is below the untrained decoder's, and falls much more than on pictures
+    unlike the folder's (uniform noise)."""
+    from dalle2_pytorch.decoder.decoder import Decoder
+
     folder = tmp_path / "pictures"
     folder.mkdir()
     for i in range(20):
         Image.new("RGB", (40, 40), (12 * i, 255 - 12 * i, 100)).save(folder / f"{i:02d}.png")
-    status, out, err = run_main(capsys, "train", "decoder", "--images", folder, "--image-size", "16", "--steps", "2",
+    status, out, err = run_main(capsys, "train", "decoder", "--images", folder, "--image-size", "16", "--steps", "12",
                                 "--out", tmp_path / "run")
     assert status == 0, err[-2000:]
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["step"] == 2
-    assert (tmp_path / "run" / "latest" / "model" / "config.json").is_file()
+    assert summary["step"] == 12 and summary["samples_seen"] == 12 * 16
+    trained = Decoder.from_pretrained(tmp_path / "run" / "latest" / "model").eval()
+    torch.manual_seed(0)
+    untrained = Decoder.from_config(trained.config).eval()
+    pictures = torch.stack([torch.from_numpy(np.array(Image.open(path).convert("RGB").resize((16, 16))))
+                            for path in sorted(folder.glob("*.png"))]).permute(0, 3, 1, 2).float() / 255
+    unlike = torch.rand(pictures.shape, generator=torch.Generator().manual_seed(0))
+
+    def fixed_noise_loss(decoder, images, unet):  # the same noise, timesteps and low-res blur for both decoders
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return sum(decoder(images, unet_number=unet).item() for _ in range(3)) / 3
+
+    for unet in (1, 2):
+        gain = 1 - fixed_noise_loss(trained, pictures, unet) / fixed_noise_loss(untrained, pictures, unet)
+        gain_unlike = 1 - fixed_noise_loss(trained, unlike, unet) / fixed_noise_loss(untrained, unlike, unet)
+        assert gain > 0.005 and gain > 3 * abs(gain_unlike), (unet, gain, gain_unlike)
 
 
 def test_sample_prior_flags_reach_the_prior(tmp_path, capsys):

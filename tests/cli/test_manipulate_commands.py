@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from dalle2_pytorch.cli.main import main
+from dalle2_pytorch.dalle2 import DALLE2
 from dalle2_pytorch.data.image_inputs import box_mask, read_image, read_mask
 from dalle2_pytorch.images import save_image
 from tests.serve.tiny_model import save_tiny_checkpoint
@@ -35,16 +36,39 @@ def written(out) -> list:
     return sorted(p.name for p in out.glob("*.png"))
 
 
-def test_every_command_writes_its_images_and_a_grid(files, tmp_path):
-    root, _ = files
+def pngs(out) -> list:
+    """The pixels of the numbered images in ``out`` (not the grid), in order."""
+    return [np.asarray(Image.open(path)) for path in sorted(out.glob("[0-9]*.png"))]
+
+
+def same_pngs(out, images, folder) -> bool:
+    """Whether ``out`` holds exactly ``images`` as the CLI writes them (the same PNG writer, read back via ``folder``)."""
+    got = pngs(out)
+    expected = [np.asarray(Image.open(save_image(image, folder / f"{i}.png"))) for i, image in enumerate(images)]
+    return len(got) == len(expected) and all(np.array_equal(x, y) for x, y in zip(got, expected))
+
+
+def test_every_command_writes_what_its_dalle2_method_returns_and_a_grid(files, tmp_path):
+    """Each command's images are its DALLE2 method's output for the flags given (non-default ones where cheap)."""
+    root, checkpoint = files
     a, b = root / "a.png", root / "b.png"
-    assert run(files, "vary", a, b, "--num", "2", "--steps", "4", "--out", tmp_path / "v") == 0
+    pipeline = DALLE2.from_pretrained(checkpoint)
+    pictures = torch.stack([read_image(a, 16), read_image(b, 16)])
+    assert run(files, "vary", a, b, "--num", "2", "--steps", "4", "--eta", "0.5", "--seed", "3",
+               "--out", tmp_path / "v") == 0
     assert len(written(tmp_path / "v")) == 5 and "grid.png" in written(tmp_path / "v")
+    expected = pipeline.variations(pictures, num=2, eta=0.5, seed=3, steps=4)
+    assert same_pngs(tmp_path / "v", expected, tmp_path / "ev")
     assert run(files, "interpolate", a, b, "--num", "3", "--steps", "4", "--out", tmp_path / "i") == 0
     assert written(tmp_path / "i") == ["000_t=0.00.png", "001_t=0.50.png", "002_t=1.00.png", "grid.png"]
+    expected = pipeline.interpolate(pictures[0], pictures[1], num=3, steps=4, seed=0)
+    assert same_pngs(tmp_path / "i", expected, tmp_path / "ei")
     assert run(files, "edit", a, "--from-text", "a red circle", "--to-text", "a blue circle", "--amounts", "0", "0.5",
                "--steps", "4", "--out", tmp_path / "e") == 0
     assert len(written(tmp_path / "e")) == 3
+    expected = pipeline.text_diff(pictures[:1], "a red circle", "a blue circle", amounts=[0.0, 0.5], steps=4, seed=0)
+    assert same_pngs(tmp_path / "e", expected, tmp_path / "ee")
+    assert not np.array_equal(*pngs(tmp_path / "e"))  # the two amounts give two edits
     assert run(files, "inpaint", a, "--mask", root / "mask.png", "--num", "2", "--sampler", "dpmpp_2m",
                "--steps", "3", "--out", tmp_path / "p") == 0
     assert run(files, "outpaint", a, "--scale", "2", "--num", "1", "--steps", "3", "--out", tmp_path / "o") == 0

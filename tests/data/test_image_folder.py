@@ -6,6 +6,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from dalle2_pytorch.data.image_folder import ImageFolderDataset, list_image_files
+from dalle2_pytorch.data.preprocess import ImagePreprocessor, load_image
 
 
 def _folder(root, captions=True):
@@ -87,6 +88,24 @@ def test_random_augmentation_changes_with_the_epoch_and_is_reproducible(tmp_path
     again = make()
     again.set_epoch(1)
     assert torch.equal(torch.stack([again[i] for i in range(len(again))]), epoch1)  # a fresh reader agrees
+
+
+@pytest.mark.parametrize("crop", ["center", "random", "random_resized"])
+def test_the_crop_option_reaches_the_items(tmp_path, crop):
+    """Without flips only the crop moves: a centre crop is the same middle square every epoch, the random crops
+    move between epochs."""
+    root = _patterned_folder(tmp_path / "images", count=1)
+    dataset = ImageFolderDataset(root, image_size=12, crop=crop, random_flip=False, seed=1)
+    epochs = []
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        epochs.append(dataset[0])
+    if crop == "center":
+        preprocess = ImagePreprocessor(image_size=12)
+        middle = preprocess(load_image(root / "0.png"))
+        assert all(torch.equal(item, middle) for item in epochs)
+    else:
+        assert len({tuple(item.flatten().tolist()) for item in epochs}) > 1
 
 
 def test_training_source_gives_each_epoch_its_own_augmentation(tmp_path):

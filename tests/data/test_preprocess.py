@@ -24,6 +24,12 @@ def test_load_image_converts_to_rgb_and_composites_transparency(tmp_path):
     rgba.save(path)
     loaded = load_image(path)
     assert loaded.mode == "RGB" and loaded.getpixel((0, 0)) == (255, 255, 255)
+    palette = Image.new("P", (4, 4), 1)  # a palette PNG (as GIFs and small PNGs are) with a transparent index
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.putpixel((0, 0), 0)
+    palette.save(tmp_path / "palette.png", transparency=1)
+    loaded = load_image(tmp_path / "palette.png")
+    assert loaded.mode == "RGB" and loaded.getpixel((0, 0)) == (255, 0, 0) and loaded.getpixel((3, 3)) == (255,) * 3
     buffer = io.BytesIO()
     Image.new("L", (3, 5), 128).save(buffer, format="PNG")
     assert load_image(buffer.getvalue()).mode == "RGB"
@@ -68,6 +74,16 @@ def test_random_resized_crop_covers_the_requested_area():
     assert out.size == (8, 8)
     with pytest.raises(ValueError, match="scale"):
         random_resized_crop(image, 8, scale=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("size", [(10, 40), (40, 10)])
+def test_random_resized_crop_falls_back_to_the_centred_largest_square(size):
+    """A box of the whole area with aspect 4 never fits a 1:4 or 4:1 image: the crop is the middle square."""
+    image = _gradient(*size)
+    out = random_resized_crop(image, 8, scale=(1.0, 1.0), ratio=(4.0, 4.0) if size[1] > size[0] else (0.25, 0.25),
+                              generator=torch.Generator().manual_seed(0))
+    middle = center_crop(image, 10).resize((8, 8), Image.BICUBIC)
+    assert np.array_equal(np.asarray(out), np.asarray(middle))
 
 
 def test_bad_preprocessor_arguments():

@@ -132,6 +132,21 @@ def test_metadata_row_counts_must_match_the_embeddings(tmp_path):
         list(dataset)
 
 
+def test_embeddings_of_other_samples_are_an_error_describing_the_clip_retrieval_layout(tmp_path):
+    """clip-retrieval output made from another download (none of its keys is in the shards): reading stops with an
+    error that describes the folder as what it is, rows matched by key through its metadata (not per-shard rows)."""
+    _laion(tmp_path, shards=1)
+    other = [key.replace("00000", "00007", 1) for key in _laion(tmp_path / "other", shards=1)]
+    write_clip_retrieval_output(tmp_path / "out", other, partitions=1)
+    dataset = ImageEmbeddingDataset(f"{tmp_path}/laion/00000.tar", embedding_folder_url=str(tmp_path / "out"),
+                                    shard_width=5)
+    with pytest.warns(RuntimeWarning), pytest.raises(NoDataError) as error:
+        next(iter(dataset))
+    message = str(error.value)
+    assert f"clip-retrieval layout, rows matched by key through {tmp_path / 'out'}/metadata" in message
+    assert "per-shard" not in message and "missing_embeddings" in message
+
+
 def test_resampling_broken_shards_stops_with_an_error(tmp_path):
     keys = _laion(tmp_path, shards=1)
     write_clip_retrieval_output(tmp_path / "out", keys, partitions=1)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dalle2_pytorch.data.toy import (COLOURS, DEFAULT_SHAPES, POSITIONS, SHAPES, ShapeSpec, ToyShapesDataset,
-                                     caption_for, caption_templates, parse_caption, render_shape, spec_from_labels,
-                                     vocabulary)
+from dalle2_pytorch.data.toy import (COLOURS, DEFAULT_SHAPES, POSITIONS, SHAPES, SQUARE_HALF_SIDE, ShapeSpec,
+                                     ToyShapesDataset, caption_for, caption_templates, parse_caption, render_shape,
+                                     spec_from_labels, vocabulary)
 
 
 def test_items_are_deterministic_by_seed_and_index():
@@ -49,6 +49,30 @@ def test_rich_variant_captions_and_labels_agree():
     for index in range(0, 200, 17):
         _, caption, labels = dataset[index]
         assert parse_caption(caption) == spec_from_labels(labels)
+
+
+def test_shapes_near_the_edge_are_moved_in_just_far_enough_to_stay_whole():
+    """A jittered shape at a side position can reach past the border: its centre is then clipped so that the shape
+    is whole and touches the border, no further in.  The shape's box has half side r (0.9 r for squares, the
+    renderer's size)."""
+    dataset = ToyShapesDataset(num_samples=400, image_size=32, shapes=("circle", "square"), with_position=True,
+                               with_size=True, jitter=0.15)
+    touching = {"circle": [], "square": []}
+    for index in range(len(dataset)):
+        spec = dataset.spec(index)
+        half = spec.radius * (SQUARE_HALF_SIDE if spec.shape == "square" else 1.0)
+        gaps = (spec.center[0] - half, 1 - spec.center[0] - half, spec.center[1] - half, 1 - spec.center[1] - half)
+        assert min(gaps) >= -1e-9, (index, spec)  # whole
+        if min(gaps) < 1e-9:
+            touching[spec.shape].append(index)
+    assert len(touching["circle"]) >= 5 and len(touching["square"]) >= 5
+    for index in touching["square"]:  # the rendered square fills the border pixels on its clipped side
+        image, spec = dataset[index][0], dataset.spec(index)
+        colour = torch.tensor(COLOURS[spec.colour], dtype=torch.float32)[:, None] / 255
+        x, y = (round(c * 32) for c in spec.center)
+        side = 0 if spec.position in ("left", "top") else 31
+        border = image[:, y, side] if spec.position in ("left", "right") else image[:, side, x]
+        torch.testing.assert_close(border[:, None], colour, atol=1e-6, rtol=0)
 
 
 def test_render_range_matches_items():

@@ -38,6 +38,21 @@ def test_judge_tolerates_blur_and_mild_noise():
     assert faithfulness(noisy, captions) >= 0.95
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_highlights_stronger_than_the_shapes_colour_do_not_lower_the_judges_confidence(shape):
+    """A pixel holds at most one pixel of shape: a few highlight pixels (further from the background than the
+    shape's colour, as a shiny generated image has) leave the verdict and its template IoU exactly as they were."""
+    clean = render_shape(ShapeSpec(colour="red", shape=shape, size="large"), 32)
+    full = (clean == clean.amax(dim=(1, 2), keepdim=True)).all(dim=0) & (clean[0] > 0.5)  # wholly inside the shape
+    inside = full.nonzero()
+    highlights = inside[torch.randperm(len(inside), generator=torch.Generator().manual_seed(0))[:len(inside) // 20]]
+    shiny = clean.clone()
+    shiny[0, highlights[:, 0], highlights[:, 1]] = 1.0  # 220 -> 255 red on 5 % of the shape
+    before, after = judge_image(clean), judge_image(shiny)
+    assert before.shape == shape and len(highlights) >= 5
+    assert after == before
+
+
 def test_judge_rejects_noise_and_wrong_captions():
     generator = torch.Generator().manual_seed(0)
     noise = torch.rand(60, 3, 32, 32, generator=generator)

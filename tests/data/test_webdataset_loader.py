@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from dalle2_pytorch.data.shards import NoDataError, expand_urls, shard_name
+from dalle2_pytorch.data.shards import NoDataError, ReadStats, expand_urls, iterate_tar_samples, shard_name
 from dalle2_pytorch.dataloaders import ImageEmbeddingDataset, create_image_embedding_dataloader
 
 from .shard_helpers import build_img2dataset_shards, jpeg_bytes, row_embedding, write_shard
@@ -111,6 +111,31 @@ def test_truncated_shard_keeps_earlier_samples_and_moves_on(tmp_path, cut):
     assert dataset.stats.truncated_shards == 1
 
 
+def test_directories_and_links_inside_a_shard_are_passed_over(tmp_path):
+    """A shard made with ``tar -cf 00000.tar -C folder .`` holds the folder's own entry, subfolders (a stray
+    .ipynb_checkpoints) and symbolic links besides the samples' files: only regular files are samples' members,
+    the rest is passed over without losing the shard or counting anything as skipped."""
+    folder = tmp_path / "folder"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    members = {f"00000{row:04d}.{ext}": (jpeg_bytes((40 * row, 0, 0)) if ext == "jpg" else f"caption {row}".encode())
+               for row in range(3) for ext in ("jpg", "txt")}
+    for name, data in members.items():
+        (folder / name).write_bytes(data)
+    (folder / "000000003.jpg").symlink_to("000000000.jpg")  # a sample whose image is a link
+    (folder / "000000003.txt").write_bytes(b"caption 3")
+    with tarfile.open(tmp_path / "00000.tar", "w") as archive:  # what `tar -C folder .` writes, dirs and links kept
+        archive.add(folder, arcname=".")
+    with tarfile.open(tmp_path / "00000.tar") as archive:
+        kinds = {member.name: member.type for member in archive.getmembers()}
+    assert kinds["./.ipynb_checkpoints"] == tarfile.DIRTYPE and kinds["./000000003.jpg"] == tarfile.SYMTYPE
+
+    stats = ReadStats()
+    samples = list(iterate_tar_samples(str(tmp_path / "00000.tar"), stats))
+    read = {f"{s['__key__']}.{ext}": data for s in samples for ext, data in s.items() if not ext.startswith("__")}
+    assert read == {**{f"./{name}": data for name, data in members.items()}, "./000000003.txt": b"caption 3"}
+    assert stats.skipped == 0 and stats.shards == 1
+
+
 def test_missing_embedding_file_and_wrong_shard_width_are_skipped(tmp_path):
     shards, embeddings = build_img2dataset_shards(tmp_path, shards=2, rows=[0, 1])
     (embeddings / "img_emb_0001.npy").unlink()
@@ -137,6 +162,26 @@ def test_shards_split_across_ranks_and_workers(tmp_path):
                                                batch_size=2, extra_keys=("txt",))
     keys = [key for _, _, txt in loader for key in txt]
     assert sorted(keys) == sorted(per_rank[0] | per_rank[1])  # every sample exactly once
+
+
+def test_fewer_shards_than_readers_is_a_runtime_warning_from_the_first_reader_only(tmp_path):
+    """Like every data problem the loader reports (skips, gaps), an idle reader is a RuntimeWarning, raised once:
+    by rank 0 (worker 0); the shard is still read by exactly one rank."""
+    shards, embeddings = build_img2dataset_shards(tmp_path, shards=1, rows=[0, 1])
+    read = []
+    for rank in range(2):
+        dataset = ImageEmbeddingDataset(urls=f"{shards}/0000.tar", embedding_folder_url=str(embeddings), rank=rank,
+                                        world_size=2, extra_keys=("txt",))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            read.append([txt for _, _, txt in dataset])
+        idle = [w for w in caught if "some readers get no data" in str(w.message)]
+        if rank == 0:
+            assert [w.category for w in idle] == [RuntimeWarning]
+            assert "only 1 shards for 2 readers" in str(idle[0].message)
+        else:
+            assert not idle
+    assert len(read[0]) == 2 and read[1] == []
 
 
 def test_shuffling_is_seeded_and_resampling_is_endless(tmp_path):

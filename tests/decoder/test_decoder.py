@@ -256,6 +256,8 @@ def test_unconditional_decoder_needs_no_clip_and_rejects_conditioning():
     assert decoder.sample(batch_size=3, sampler="ddim", steps=2).shape == (3, 3, 16, 16)
     with pytest.raises(ValueError, match="unconditional"):
         decoder(images(size=16), image_embed=embeds(), unet_number=1)
+    with pytest.raises(ValueError, match="unconditional; it takes no text_encodings$"):
+        decoder(images(size=16), text_encodings=text_encodings(), unet_number=1)
     with pytest.raises(ValueError, match="unconditional"):
         decoder.sample(embeds())
     with pytest.raises(ValueError, match="unconditional"):

@@ -60,6 +60,19 @@ def test_blur_ranges_are_drawn_and_bad_values_rejected():
             LowresConditioner(**kwargs)
 
 
+@pytest.mark.parametrize("size", [1, (1, 1), (1, 2)])
+def test_a_blur_kernel_of_one_pixel_is_accepted_and_leaves_the_image_as_it_is(size):
+    conditioner = LowresConditioner(blur_kernel_size=size, blur_prob=1.0, downsample_first=False)
+    board = _checkerboard(8)
+    torch.testing.assert_close(conditioner(board, target_image_size=8)[0], board)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (4, 4), (6, 6)])
+def test_a_blur_kernel_range_without_an_odd_size_is_rejected(size):
+    with pytest.raises(ValueError, match="contains an odd size"):
+        LowresConditioner(blur_kernel_size=size)
+
+
 def test_noise_augmentation_levels_and_fixed_sampling_level():
     conditioner = LowresConditioner(use_blur=False, use_noise=True)
     image = torch.zeros(256, 3, 4, 4)
@@ -70,6 +83,8 @@ def test_noise_augmentation_levels_and_fixed_sampling_level():
     assert (measured_std - expected_std).abs().mean() < 0.15
     cond, fixed = conditioner.for_sampling(image[:2], target_image_size=8, noise_level=0.2)
     assert cond.shape == (2, 3, 8, 8) and fixed.tolist() == [200, 200]
+    for level, step in ((0.0, 0), (0.9991, 999), (0.99999, 999)):  # every level in [0, 1) has its own step
+        assert conditioner.for_sampling(image[:1], target_image_size=4, noise_level=level)[1].tolist() == [step]
     clean, none = LowresConditioner().for_sampling(image[:2], target_image_size=8, noise_level=0.2)
     assert none is None and torch.equal(clean, torch.zeros(2, 3, 8, 8))
 

@@ -41,6 +41,20 @@ def test_shared_null_prefix_equals_full_sequence(options):
     torch.testing.assert_close(shared.detach(), padded, atol=1e-5, rtol=0)
 
 
+def test_a_padding_conditioned_legacy_network_without_text_encodings_sees_only_null_padding():
+    """Old releases' ``"padding"`` networks (e.g. LAION's 1.1.0 prior) given no text encodings read the learned null
+    padding in every text slot: the same output as encodings that are all padding, unlike real encodings."""
+    net = make_net(null_conditioning="padding")
+    x, t, text_embed, enc = inputs()
+    with torch.no_grad():
+        without = net(x, t, text_embed=text_embed)
+        all_padding = net(x, t, text_embed=text_embed, text_encodings=torch.zeros(3, 2, DIM))
+        with_text = net(x, t, text_embed=text_embed, text_encodings=enc)
+    assert without.shape == (3, DIM)
+    torch.testing.assert_close(without, all_padding, atol=1e-5, rtol=0)
+    assert (without - with_text).abs().amax(dim=-1).min() > 1e-3
+
+
 def test_dropped_text_ignores_encodings_and_matches_shared_path():
     net = make_net()
     x, t, text_embed, enc = inputs()
@@ -133,6 +147,8 @@ def test_bad_input_raises_clear_errors():
         net(torch.randn(3, DIM + 1), t, text_embed=text_embed)
     with pytest.raises(ValueError, match="text_embed must have shape"):
         net(x, t, text_embed=torch.randn(3, DIM + 1))
+    with pytest.raises(TypeError, match="text_embed is required"):
+        net(x, t, text_embed=None)
     with pytest.raises(ValueError, match="text_encodings must have shape"):
         net(x, t, text_embed=text_embed, text_encodings=torch.randn(3, 4, DIM + 1))
     with pytest.raises(ValueError, match="diffusion_timesteps"):
@@ -146,7 +162,7 @@ def test_bad_input_raises_clear_errors():
 def test_bad_construction_raises():
     with pytest.raises(TypeError):
         DiffusionPriorNetwork(DIM, depth=1, dimhead=8)  # typo
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(ValueError, match=r"^depth must be an integer >= 1, got 0$"):  # names the argument as given
         DiffusionPriorNetwork(DIM, depth=0)
     with pytest.raises(ValueError, match="dim_head"):
         DiffusionPriorNetwork(DIM, depth=1, dim_head=7)

@@ -43,6 +43,26 @@ def test_separate_parts_have_their_own_optimiser_lr_and_clipping():
         ModelTrainer(TwoParts(), lr=1e-2, separate="discr")
 
 
+@pytest.mark.parametrize("part", ["model", "discr"])
+def test_every_part_takes_adams_normalised_first_step(part):
+    """AdamW's first step moves each weight by its learning rate against the gradient's sign, however small the
+    gradient (Adam's eps is negligible): the main part and a separate part alike."""
+    trainer = make(separate_lr=1e-3)
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
+    loss = (lambda: 1e-3 * trainer.model.gen_loss(x)) if part == "model" else \
+        (lambda: 1e-3 * trainer.model.discr_loss(x))
+    params = trainer.parts[part].params
+    before = [p.detach().clone() for p in params]
+    trainer(loss, part)
+    grads = [p.grad.clone() for p in params]
+    trainer.update(part)
+    lr = 1e-2 if part == "model" else 1e-3
+    for old, new, grad in zip(before, params, grads):
+        moved = grad.abs() > 1e-6
+        assert moved.any()
+        torch.testing.assert_close((old - new.detach())[moved], lr * grad.sign()[moved], rtol=1e-3, atol=0)
+
+
 def test_a_fresh_accumulation_drops_gradients_left_by_another_part():
     trainer = make()
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))

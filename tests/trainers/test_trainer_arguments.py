@@ -22,6 +22,13 @@ def test_accelerator_and_bad_step_limit_are_checked():
         DecoderTrainer(tiny_decoder(), max_consecutive_bad_steps=0)
 
 
+@pytest.mark.parametrize("name", ["lr", "wd", "eps", "warmup_steps", "cosine_decay_max_steps"])
+def test_a_per_unet_setting_of_the_wrong_length_is_an_error_naming_it(name):
+    expected = rf"^{name}=\(1, 1, 1\) has 3 entries; expected one value or 2 \(one per unet\)"
+    with pytest.raises(ValueError, match=expected):
+        DecoderTrainer(tiny_decoder(num_unets=2), **{name: (1, 1, 1)})
+
+
 def test_a_model_without_a_config_saves_and_loads(tmp_path):
     """A plain module has no ``config`` to rebuild it from: its checkpoint records none, and loads back."""
     torch.manual_seed(0)

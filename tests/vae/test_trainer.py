@@ -78,6 +78,8 @@ def test_trainer_bad_arguments(tmp_path):
         VQGanVAETrainer(vae, data=shape_loader(), num_train_steps=0)
     with pytest.raises(ValueError, match="data_range"):
         VQGanVAETrainer(vae, data=shape_loader(), num_train_steps=1, data_range=(1.0, 0.0))
+    with pytest.raises(TypeError, match="data must be an iterable of image batches .*got int"):
+        VQGanVAETrainer(vae, data=5, num_train_steps=1)
     with pytest.raises(TypeError):
         VQGanVAETrainer(vae, data=shape_loader(), num_train_steps=1, apply_grad_penalty=True)
     single_images = VQGanVAETrainer(vae, data=[torch.zeros(3, 16, 16)], num_train_steps=1, results_folder=tmp_path)
