@@ -140,10 +140,6 @@ def test_train_decoder_on_a_folder_of_images(tmp_path, capsys):
 def test_sample_prior_flags_reach_the_prior(tmp_path, capsys):
     """--prior-sampler/--prior-steps/--prior-cond-scale give the images the Python call with those keywords gives,
     and differ from the saved defaults' images; `dream --threads` sets torch's thread count."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
     from dalle2_pytorch.cli.main import dream
     from dalle2_pytorch.dalle2 import DALLE2
     from tests.serve.tiny_model import save_tiny_checkpoint
