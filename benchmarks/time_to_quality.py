@@ -176,7 +176,8 @@ def markdown(result: dict) -> str:
                   f"{ref['cpu_s_per_image']:.3f} CPU-s and {ref['wall_s_per_image']:.3f} wall-s per image, "
                   f"FID {ref['fid_vs_real']:.4f}, faithfulness {ref['faithfulness']:.3f}; real-vs-real FID floor "
                   f"{floor['fid_vs_real']:.4f})", "",
-                  f"| sampler | matched NFE | CPU-s / image | wall-s / image | DDPM-{ref['nfe']} / it, CPU | ... wall |",
+                  f"| sampler | matched NFE | CPU-s / image | wall-s / image | DDPM-{ref['nfe']} / it, CPU "
+                  "| ... wall |",
                   "|---|---|---|---|---|---|"]
         for sampler, match in size["summary"].items():
             name = SAMPLER_NAMES[sampler]
