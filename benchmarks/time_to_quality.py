@@ -33,7 +33,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -108,15 +108,18 @@ def score(run: dict, captions: list[str], features, real_features: torch.Tensor,
     return run | {"_features": fake}
 
 
-def measure_size(label: str, mode: Mode, work_dir: Path, seed: int, retrain: bool, save, say=print) -> dict:
+def measure_size(label: str, mode: Mode, work_dir: Path, seed: int, retrain: bool, save, say=print,
+                 images_per_caption: int | None = None) -> dict:
     """Train or reuse the decoder of ``mode``, run the reference and every sampler's sweep; ``save(result)``
-    is called after every row."""
+    is called after every row.  ``images_per_caption`` overrides the mode's (the cached decoder stays valid)."""
     dataset = ToyShapesDataset(num_samples=mode.num_real_images, image_size=mode.image_size, seed=1)
     all_captions = dataset.all_captions()
     embeds = caption_embeddings(all_captions)
     train_started = time.process_time()
     decoder = train_or_load(mode, work_dir / label / "decoder", embeds, retrain, say)
     marker = json.loads((work_dir / label / "decoder" / "benchmark_stage.json").read_text())
+    if images_per_caption is not None:
+        mode = replace(mode, samples_per_caption=images_per_caption)
     captions = [c for c in all_captions for _ in range(mode.samples_per_caption)]
     n = len(captions)
     conditions = torch.stack([embeds[c] for c in captions])
@@ -229,9 +232,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--retrain", action="store_true", help="train the toy decoders again even if cached")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    parser.add_argument("--images-per-caption", type=int, default=None,
+                        help="sampled images per caption (18 captions; default: the size's own, 2)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.images_per_caption is not None and args.images_per_caption < 1:
+        parser.error(f"--images-per-caption must be at least 1, got {args.images_per_caption}")
     torch.set_num_threads(args.threads)
     sizes = {"16": QUICK} if args.quick else {label: SIZES[label] for label in args.sizes}
     tag = args.tag or ("quick" if args.quick else "_".join(sizes))
@@ -247,7 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
             plot(size_result, args.out_dir / f"time_to_quality_{tag}_{size_result['size']}px.png")
 
     for label, mode in sizes.items():
-        measure_size(label, mode, args.work_dir, args.seed, args.retrain, save)
+        measure_size(label, mode, args.work_dir, args.seed, args.retrain, save,
+                     images_per_caption=args.images_per_caption)
     print(markdown(out))
     return out
 
