@@ -54,6 +54,7 @@ class Mode:
     samples_per_caption: int
     nfes: tuple[int, ...]
     reference_steps: int
+    unet_extra: tuple[tuple[str, object], ...] = ()  # further Unet keyword arguments, as (name, value) pairs
 
 
 MODES = {
@@ -78,14 +79,15 @@ def caption_embeddings(captions: list[str], seed: int = 0) -> dict[str, torch.Te
 
 def build_decoder(mode: Mode) -> Decoder:
     unet = Unet(dim=mode.unet_dim, image_embed_dim=EMBED_DIM, cond_dim=mode.unet_dim, dim_mults=mode.dim_mults,
-                num_resnet_blocks=1, attn_heads=2, attn_dim_head=16)
+                num_resnet_blocks=1, attn_heads=2, attn_dim_head=16, **dict(mode.unet_extra))
     return Decoder(unet=unet, image_size=mode.image_size, timesteps=mode.timesteps, predict_v=True,
                    learned_variance=False, image_cond_drop_prob=0.1, text_cond_drop_prob=0.0)
 
 
 def train_or_load(mode: Mode, directory: Path, embeds: dict[str, torch.Tensor], retrain: bool, say) -> Decoder:
     marker = directory / "benchmark_stage.json"
-    fingerprint = json.dumps(asdict(mode) | {"embed_dim": EMBED_DIM}, sort_keys=True)
+    settings = {k: v for k, v in asdict(mode).items() if k != "unet_extra" or v}  # keeps older caches' fingerprints
+    fingerprint = json.dumps(settings | {"embed_dim": EMBED_DIM}, sort_keys=True)
     if not retrain and marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
         say(f"reusing the toy decoder in {directory}")
         return Decoder.from_pretrained(directory).eval()

@@ -2,10 +2,14 @@
 
     .venv/bin/python benchmarks/serve_load.py                      # built-in small random DALLE2
     .venv/bin/python benchmarks/serve_load.py --checkpoint outputs/checkpoints --json-out load.json
+    .venv/bin/python benchmarks/serve_load.py --demo small --threads 1   # the trained toy demo, its defaults
+    .venv/bin/python benchmarks/serve_load.py --quick                    # seconds-long smoke test
 
 The app runs under uvicorn on 127.0.0.1 (a free port) in this process; 1, 4 and 16 client threads
 each send ``POST /v1/generate`` (one image, its own seed) and follow the job's event stream until it
-is done, back to back.  Latency is submit -> done event; each cell is bounded by ``--requests-per-client``
+is done, back to back.  ``--demo PRESET`` serves the `dalle2 demo` pipeline of that preset at its saved sampling
+defaults, trained into ``--demo-dir`` (git-ignored ``benchmarks/_work/serve_demo/<preset>``) unless a run there
+can be reused.  Latency is submit -> done event; each cell is bounded by ``--requests-per-client``
 and ``--seconds``.  "batching on" = up to ``--max-batch`` images per forward pass within a
 ``--window`` second window; "off" = one image per forward pass.  Nothing leaves the machine.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import sys
@@ -53,6 +58,14 @@ def builtin_engine(image_size: int, steps: int):
     defaults = {"prior": {"steps": steps, "sampler": "ddim", "cond_scale": 1.0},
                 "decoder": {"steps": [steps, steps], "sampler": "ddim", "cond_scale": [2.0, 1.0]}}
     return DALLE2Engine(DALLE2(prior=prior, decoder=decoder), defaults=defaults)
+
+
+def demo_checkpoint(preset: str, directory: Path) -> Path:
+    """The pipeline folder of `dalle2 demo --preset PRESET --out DIRECTORY`, trained now unless reusable."""
+    from dalle2_pytorch.runs.demo import run_demo
+
+    run_demo(preset, directory, threads=torch.get_num_threads())  # reuses every stage whose config is unchanged
+    return directory / "checkpoints"
 
 
 def free_port() -> int:
@@ -120,15 +133,18 @@ def measure(url: str, clients: int, requests_per_client: int, seconds: float) ->
                     latencies.append(latency)
 
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     latencies.sort()
-    return {"clients": clients, "requests": len(latencies), "seconds": round(elapsed, 2),
+    return {"clients": clients, "load_avg_1min_after": round(os.getloadavg()[0], 2), "requests": len(latencies),
+            "seconds": round(elapsed, 2),
             "requests_per_s": round(len(latencies) / elapsed, 2),
+            # CPU of the whole process (server, model, clients) per request: what a quiet machine's wall time nears
+            "cpu_s_per_request": round(cpu / max(1, len(latencies)), 3),
             "p50_s": round(statistics.median(latencies), 3),
             "p95_s": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 3)}
 
@@ -136,6 +152,12 @@ def measure(url: str, clients: int, requests_per_client: int, seconds: float) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="serve this checkpoint instead of the built-in random model")
+    parser.add_argument("--demo", choices=("small", "tiny"), help="serve the trained `dalle2 demo` pipeline of this "
+                        "preset at its default settings (trained into --demo-dir unless one there is reusable)")
+    parser.add_argument("--demo-dir", type=Path, help="where --demo trains or finds the demo run "
+                        "(default benchmarks/_work/serve_demo/<preset>)")
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke test: a 16 px model (or --demo "
+                        "tiny), 2 steps, 1 request per client, 1 and 3 clients, 1 thread")
     parser.add_argument("--image-size", type=int, default=32, help="built-in model's output size")
     parser.add_argument("--steps", type=int, default=10, help="built-in model's sampling steps per stage")
     parser.add_argument("--requests-per-client", type=int, default=4)
@@ -146,13 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     parser.add_argument("--json-out", help="also write the results here")
     args = parser.parse_args(argv)
+    if args.checkpoint and args.demo:
+        parser.error("give --checkpoint or --demo, not both")
+    if args.quick:
+        args.image_size, args.steps, args.requests_per_client, args.concurrency, args.threads = 16, 2, 1, [1, 3], 1
 
     torch.set_num_threads(args.threads)
     from dalle2_pytorch.serve.engine import DALLE2Engine, Settings
 
+    if args.demo:
+        demo_dir = args.demo_dir or Path(__file__).resolve().parent / "_work" / "serve_demo" / args.demo
+        args.checkpoint = str(demo_checkpoint(args.demo, demo_dir))
     engine = DALLE2Engine.from_checkpoint(args.checkpoint) if args.checkpoint else \
         builtin_engine(args.image_size, args.steps)
     engine.generate(["warm up"], [0], Settings())
+    load_before = round(os.getloadavg()[0], 2)
     rows = []
     for mode, max_batch, window in (("on", args.max_batch, args.window), ("off", 1, 0.0)):
         with RunningServer(engine, max_batch=max_batch, window=window, max_queue=4 * max(args.concurrency)) as server:
@@ -166,14 +196,23 @@ def main(argv: list[str] | None = None) -> int:
 
     model = f"checkpoint {args.checkpoint}" if args.checkpoint else \
         f"built-in {args.image_size}px model, {args.steps} steps/stage"
-    print(f"\ntorch {torch.__version__}, {args.threads} thread(s); {model}")
-    print("| batching | clients | requests | req/s | p50 latency (s) | p95 latency (s) | images / forward pass |")
-    print("|---|---|---|---|---|---|---|")
+    described = engine.describe()
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, {args.threads} "
+          f"thread(s), {os.cpu_count()} CPUs; {model} ({described['image_size']} px, defaults "
+          f"{json.dumps(described['defaults'])}); load average {load_before} before the first cell")
+    print("| batching | clients | requests | req/s | p50 latency (s) | p95 latency (s) | CPU-s / request | "
+          "images / forward pass | load avg after |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['batching']} | {r['clients']} | {r['requests']} | {r['requests_per_s']} | {r['p50_s']} | "
-              f"{r['p95_s']} | {r['images_per_forward_pass']} |")
+              f"{r['p95_s']} | {r['cpu_s_per_request']} | {r['images_per_forward_pass']} | "
+              f"{r['load_avg_1min_after']} |")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+        Path(args.json_out).write_text(json.dumps(
+            {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+             "cpus": os.cpu_count(), "model": described, "load_avg_1min_before": load_before, "rows": rows},
+            indent=2))
     return 0
 
 
