@@ -75,3 +75,14 @@ def kill_with_children(pid: int) -> None:
 
 def logged(directory: Path) -> list[dict]:
     return [json.loads(line) for line in (directory / "logs" / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_worker_module(module: str, folder: Path, done_marker: str, timeout: int) -> None:
+    """``python -m torch.distributed.run --standalone --nproc_per_node 2 -m MODULE FOLDER`` with one torch thread per
+    process; asserts it exits 0 and printed ``done_marker`` (the worker's own end-of-checks line)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", module,
+         str(folder)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert done_marker in result.stdout

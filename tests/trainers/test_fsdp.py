@@ -1,11 +1,7 @@
 """FSDP through the accelerate config: 2 CPU processes (gloo) train a decoder and a prior sharded and plain
 (tests/trainers/fsdp_worker.py); the checkpoints the sharded run writes load in one process."""
 
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,21 +15,15 @@ from dalle2_pytorch.trainers.decoder_trainer import DecoderTrainer
 from dalle2_pytorch.trainers.model_trainer import ModelTrainer
 from dalle2_pytorch.trainers.prior_trainer import DiffusionPriorTrainer
 from dalle2_pytorch.trainers.sharding import FSDPSettings, fsdp_settings, wrapped_units
+from tests.runs.distributed import run_worker_module
 from tests.trainers.helpers import Regression, tiny_decoder, tiny_prior
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fsdp")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "tests.trainers.fsdp_worker", str(folder)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
-    assert "FSDP_OK" in result.stdout
+    run_worker_module("tests.trainers.fsdp_worker", folder, "FSDP_OK", timeout=300)
     return folder
 
 
