@@ -38,18 +38,24 @@ def _steps(trainer: DecoderTrainer, steps: int = 3) -> tuple[list[float], list[d
     return losses, grads
 
 
-def _assert_same_run(eager: DecoderTrainer, compiled: DecoderTrainer, backend: str, tmp_path) -> None:
+def _assert_same_run(eager: DecoderTrainer, compiled: DecoderTrainer, backend: str, tmp_path,
+                     rel: float = 1e-5, same_weights: bool = True, grad_steps: int = 3) -> None:
+    """``rel``: losses and the gradients of the first ``grad_steps`` steps agree to this relative tolerance;
+    ``same_weights``: the weights after three AdamW steps agree to fp32 rounding too (not so under inductor's
+    reordered sums: AdamW's first steps move a parameter by about lr whatever the size of its gradient, so a
+    rounding-size gradient flips sign and moves the weight by up to 2 lr, and later gradients follow)."""
     assert compiled.compile(backend=backend) == ["unets.0"]
     assert is_compiled(compiled.decoder.unets[0]) and not is_compiled(compiled.ema_unet(1))  # the EMA stays eager
     (eager_losses, eager_grads), (losses, grads) = _steps(eager), _steps(compiled)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the unet's calls went through dynamo
-    assert losses == pytest.approx(eager_losses, rel=1e-5, abs=1e-6)
-    for expected, got in zip(eager_grads, grads):
+    assert losses == pytest.approx(eager_losses, rel=rel, abs=1e-6)
+    for expected, got in zip(eager_grads[:grad_steps], grads[:grad_steps]):
         assert expected.keys() == got.keys() and len(got) > 10
         for name in expected:
-            torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
+            torch.testing.assert_close(got[name], expected[name], atol=10 * rel, rtol=10 * rel, msg=name)
     for (name, a), b in zip(compiled.decoder.state_dict().items(), eager.decoder.state_dict().values()):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+        if same_weights:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
     eager.save(tmp_path / "eager.safetensors")
     compiled.save(tmp_path / "compiled.safetensors")
     eager_tensors, _ = read_training_checkpoint(tmp_path / "eager.safetensors", "DecoderTrainer")
@@ -63,7 +69,7 @@ def _assert_same_run(eager: DecoderTrainer, compiled: DecoderTrainer, backend: s
         if not name.startswith("rng"):
             torch.testing.assert_close(value, tensors[name], msg=name)
     assert resumed.num_steps_taken(1) == 3
-    assert _steps(resumed, 1)[0][0] == pytest.approx(_steps(compiled, 1)[0][0], rel=1e-5)
+    assert _steps(resumed, 1)[0][0] == pytest.approx(_steps(compiled, 1)[0][0], rel=rel)
 
 
 def test_a_compiled_decoder_trains_like_the_eager_one_and_saves_the_same_checkpoint(tmp_path):
@@ -72,7 +78,8 @@ def test_a_compiled_decoder_trains_like_the_eager_one_and_saves_the_same_checkpo
 
 @pytest.mark.long
 def test_inductor_compiled_decoder_trains_like_the_eager_one(tmp_path):
-    _assert_same_run(_trainer(), _trainer(), "inductor", tmp_path)
+    # inductor fuses and reorders float sums: the same first step to fp32 rounding, and the same losses after
+    _assert_same_run(_trainer(), _trainer(), "inductor", tmp_path, rel=1e-4, same_weights=False, grad_steps=1)
 
 
 def test_compile_covers_every_trained_part_once():
