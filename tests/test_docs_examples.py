@@ -96,6 +96,7 @@ def check_training(ns: dict) -> None:
     assert ns["resumed"].step == 3 and len(ns["more"]) == 1 and shape(ns, "pictures") == (1, 3, 16, 16)
     assert ns["decoder"].num_unets == 2
     assert Path("checkpoints/decoder.safetensors").is_file()
+    assert ns["fast_trainer"].num_steps_taken() == 1 and ns["fast_unet"].memory_format is torch.channels_last
 
 
 def check_pipeline(ns: dict) -> None:

@@ -31,6 +31,10 @@ def train(args: argparse.Namespace) -> int:
         config = load_train_config(args.config, kind=args.kind)
     if getattr(args, "threads", None) is not None:  # --threads wins over the config's trainer.threads
         config.trainer.threads = args.threads
+    if getattr(args, "compile", None) is not None:  # --compile [MODE] wins over the config's trainer.compile
+        from dalle2_pytorch.trainers.compile import check_compile_mode
+
+        config.trainer.compile = check_compile_mode("--compile", args.compile)
     from dalle2_pytorch.runs.preflight import preflight
 
     # every check `dalle2 config validate` makes, before anything is allocated or trained

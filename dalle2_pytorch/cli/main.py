@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--image-size", type=int, default=64, help="with --images: final image size (default 64)")
     train.add_argument("--steps", type=int, default=None, help="with --images: training steps (default: 3 epochs)")
     train.add_argument("--out", default=None, help="with --images: checkpoint folder (default checkpoints/<folder>)")
+    train.add_argument("--compile", nargs="?", const=True, default=None, metavar="MODE",
+                       help="torch.compile the trained modules (unets, prior network, CLIP) in place; MODE: a "
+                            "torch.compile mode, e.g. max-autotune-no-cudagraphs (sets the config's trainer.compile; "
+                            "the first steps compile, minutes on a CPU)")
     train.set_defaults(run=commands.train)
 
     for name in ("sample", "dream"):

@@ -31,6 +31,8 @@ def check_constructor_args(cfg: dict[str, Any]) -> None:
         raise ValueError(f"sparse_attn_window={cfg['sparse_attn_window']} only applies with sparse_attn=True")
     if cfg["conv4x4_downsample"] and cfg["cross_embed_downsample"]:
         raise ValueError("conv4x4_downsample and cross_embed_downsample are two different downsamplers; choose one")
+    if not isinstance(cfg["channels_last"], bool):
+        raise TypeError(f"channels_last must be True or False, got {cfg['channels_last']!r}")
     for name in ("final_conv_kernel_size", "init_conv_kernel_size"):
         if cfg[name] % 2 == 0:
             raise ValueError(f"{name} must be odd so the output keeps its size, got {cfg[name]}")

@@ -7,6 +7,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from dalle2_pytorch.runs.config_base import StrictModel
+from dalle2_pytorch.trainers.compile import COMPILE_MODES, check_compile_mode
 
 
 class ToyData(StrictModel):
@@ -111,11 +112,20 @@ class TrainerSection(StrictModel):
     seed: int = 0
     threads: Optional[int] = Field(None, gt=0, description="torch CPU threads for the run (None: leave the "
                                    "process's setting; the dalle2 command sets 1 unless --threads says otherwise)")
+    compile: Union[bool, str] = Field(
+        False, description="torch.compile the trained modules in place (the unets, the prior's network, the CLIP or "
+                           "VAE): false, true, or a mode: " + ", ".join(COMPILE_MODES) + ". The first steps compile "
+                           "(minutes on a CPU); checkpoints are the same as without it")
     unet_numbers: Optional[list[int]] = Field(None, description="decoder only: unets to train, taking turns in this "
                                               "order (default all); repeat one to weight it: [1, 1, 2]")
     unet_steps: Optional[list[int]] = Field(
         None, description="decoder only: train the unets one after another, this many steps each (instead of "
                           "taking turns step by step); the run ends after their sum")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_mode(cls, value):
+        return check_compile_mode("trainer.compile", value)
 
 
 class EvaluationSection(StrictModel):

@@ -116,6 +116,8 @@ class TrainingRun:
         # the library's trainers (CLIP and VAE: their shared core) own the optimisers, EMA, stepping and precision
         self.trainer = self.task.make_trainer(model, self.accelerator, self._total_steps())
         self.model = self.trainer.model
+        if config.trainer.compile:  # after the trainer made its EMA copies, which stay eager
+            self.trainer.compile(config.trainer.compile)
 
         self.counters = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "samples_seen": 0, "best": None}
         self.config_record = config.model_dump(mode="json")

@@ -33,6 +33,7 @@ from torch import nn
 from dalle2_pytorch.errors import loading_state_dict
 from dalle2_pytorch.serialization import _class_path, flatten_optimizer_state, unflatten_optimizer_state
 from dalle2_pytorch.trainers.accumulation import split_batch
+from dalle2_pytorch.trainers.compile import CompileSetting, compile_in_place
 from dalle2_pytorch.trainers.checkpoint import (capture_rng_state, prefixed, rank_rng_states,
                                                 read_training_checkpoint, restore_rank_rng_state, unprefixed,
                                                 write_training_checkpoint)
@@ -148,6 +149,15 @@ class TrainerBase:
         self.parts[name] = TrainedPart(name=name, module_path=module_path, module=module, optimizer=optimizer,
                                        base_lr=float(lr), schedule=schedule, max_grad_norm=max_grad_norm, ema=ema,
                                        scaler=scaler, params=params, sharded=self.sharding is not None)
+
+    def compile(self, mode: CompileSetting = True, *, backend: str = "inductor") -> list[str]:
+        """``torch.compile`` every trained part's module in place (the unets, the prior's network, a whole CLIP or
+        VAE), for faster steps after the first ones; ``mode``: True, False or a torch.compile mode name.
+
+        In place (``module.compile()``), so state-dict keys, checkpoints, the EMA and resuming are unchanged.
+        Returns the module paths compiled (see :mod:`dalle2_pytorch.trainers.compile`)."""
+        return compile_in_place({part.module_path: part.module for part in self.parts.values()}, mode,
+                                backend=backend)
 
     def autocast(self) -> ContextManager:
         dtype = PRECISIONS[self.mixed_precision]

@@ -44,9 +44,24 @@ def test_conv_flops_hand_count():
 
 @pytest.mark.slow
 def test_decoder_ab_quick_compares_variants_with_the_baseline(tmp_path):
+    variants = ["baseline", "channels_last", "bf16+channels_last", "adamw_fused"]
     out = load("decoder_ab").main(["--quick", "--threads", "1", "--rounds", "2",
-                                   "--json-out", str(tmp_path / "ab.json"), "--variants", "baseline", "channels_last", "adamw_fused"])
+                                   "--json-out", str(tmp_path / "ab.json"), "--variants", *variants])
     assert out["baseline"]["speedup_cpu"] == 1.0
-    assert all(out[v]["cpu_s_median"] > 0 for v in out)
-    assert set(json.loads((tmp_path / "ab.json").read_text())["variants"]) == {"baseline", "channels_last",
-                                                                               "adamw_fused"}
+    assert all(out[v]["cpu_s_median"] > 0 and out[v]["compile_wall_s_est"] >= 0 for v in out)
+    saved = json.loads((tmp_path / "ab.json").read_text())
+    assert set(saved["variants"]) == set(variants) and saved["workload"] == "decoder_train"
+
+
+def test_decoder_ab_builds_each_feature_and_the_prior_workload():
+    ab = load("decoder_ab")
+    assert ab.features("baseline") == set() and ab.features("bf16_autocast+compile") == {"bf16", "compile"}
+    with pytest.raises(Exception, match="unknown feature"):
+        ab.features("bf16+turbo")
+    model, unet, _ = ab.build_model("decoder_train", {"channels_last", "keep_norm"}, quick=True)
+    assert unet.config["channels_last"] is True and unet.config["recompute_norm_in_backward"] is False
+    prior, net, loss = ab.build_model("prior_train", set(), quick=True)
+    assert net is prior.net and loss().ndim == 0
+    out = ab.main(["--quick", "--threads", "1", "--rounds", "1", "--workload", "prior_train",
+                   "--variants", "baseline", "bf16"])
+    assert set(out) == {"baseline", "bf16"}

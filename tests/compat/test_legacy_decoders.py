@@ -1,5 +1,6 @@
 """Decoders written by old reference releases (LAION's published layouts) load and reproduce their outputs."""
 
+import copy
 import functools
 
 import pytest
@@ -98,3 +99,14 @@ def test_a_legacy_decoder_samples_with_guidance():
         images = decoder.sample(image_embed=io["in.image_embed"], text_encodings=io["in.text_encodings"],
                                 cond_scale=3.0, sampler="ddim", steps=3)
     assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
+
+
+def test_a_reference_checkpoint_runs_in_channels_last_with_the_same_outputs():
+    decoder, _, io = _load("decoder_1100")
+    fast = copy.deepcopy(decoder)
+    for i, unet in enumerate(decoder.unets):
+        fast.unets[i] = unet.with_flags(channels_last=True)
+        assert fast.unets[i].to_out.weight.data_ptr() != unet.to_out.weight.data_ptr()
+        assert fast.unets[i].memory_format is torch.channels_last
+    for out_error, guided_error in _max_errors(fast, io):
+        assert out_error < 1e-4 and guided_error < 1e-4

@@ -46,3 +46,44 @@ def test_set_norm_recompute_switches_every_block_and_survives_with_flags():
     assert not any(b.recompute_norm for b in rebuilt.modules() if isinstance(b, Block))
     assert rebuilt.config["recompute_norm_in_backward"] is False
     assert "recompute_norm_in_backward" not in tiny().config  # the default leaves saved configs unchanged
+
+
+def _conv_weights_channels_last(unet) -> bool:
+    weights = [p for p in unet.parameters() if p.ndim == 4 and p.shape[2] * p.shape[3] > 1]  # 1x1: both layouts
+    return bool(weights) and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                                 for p in weights)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(lowres_cond=True, self_cond=True)])
+def test_channels_last_keeps_outputs_and_gradients(options):
+    plain, fast = tiny(**options).train(), tiny(channels_last=True, **options).train()
+    assert _conv_weights_channels_last(fast) and not _conv_weights_channels_last(plain)
+    fast.load_state_dict(plain.state_dict())
+    assert _conv_weights_channels_last(fast)  # loading copies into the channels-last weights
+    x, t, emb = inputs()
+    extra = {"lowres_cond_img": torch.rand_like(x)} if options else {}
+    seen = []
+    hook = fast.init_conv.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    outs, grads = [], []
+    for unet in (plain, fast):
+        out = unet(x, t, image_embed=emb, **extra)
+        out.square().mean().backward()
+        outs.append(out)
+        grads.append({n: p.grad for n, p in unet.named_parameters() if p.grad is not None})
+    hook.remove()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    assert outs[1].is_contiguous()  # the caller gets the default layout back
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-4)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-3, msg=name)
+
+
+def test_channels_last_is_recorded_only_when_set_and_survives_rebuilds():
+    assert "channels_last" not in tiny().config
+    rebuilt = tiny().with_flags(channels_last=True)
+    assert rebuilt.config["channels_last"] is True and _conv_weights_channels_last(rebuilt)
+    again = type(rebuilt).from_config(rebuilt.config)
+    assert _conv_weights_channels_last(again)
+    with pytest.raises(TypeError, match="channels_last must be True or False"):
+        tiny(channels_last="yes")

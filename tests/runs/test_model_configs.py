@@ -80,12 +80,13 @@ def test_every_saveable_model_records_its_signature(cls):
 
 def test_recorded_configs_hold_every_keyword_and_what_the_decoder_configured():
     unet = Unet(dim=8, dim_mults=[1, 2], num_resnet_blocks=1, attn_heads=1, attn_dim_head=8)
-    # layer_attns is recorded as self_attn, and layer_cross_attns / recompute_norm_in_backward only when given
-    # (configs saved before they existed stay byte-identical)
+    # layer_attns is recorded as self_attn, and layer_cross_attns / recompute_norm_in_backward / channels_last only
+    # when given (configs saved before they existed stay byte-identical)
     assert set(unet.config) == set(init_parameters(Unet)) - {"layer_attns", "layer_cross_attns",
-                                                             "recompute_norm_in_backward"}
+                                                             "recompute_norm_in_backward", "channels_last"}
     assert "layer_cross_attns" in Unet(dim=8, dim_mults=[1, 2], layer_cross_attns=True).config
     assert "recompute_norm_in_backward" in Unet(dim=8, dim_mults=[1, 2], recompute_norm_in_backward=False).config
+    assert Unet(dim=8, dim_mults=[1, 2], channels_last=True).config["channels_last"] is True
     assert unet.config["dim_mults"] == {"__tuple__": [1, 2]}
     decoder = Decoder(unet=(unet, Unet(dim=8, dim_mults=(1, 2), num_resnet_blocks=1, attn_heads=1, attn_dim_head=8)),
                       image_sizes=(8, 16), timesteps=20, unconditional=True)
