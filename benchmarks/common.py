@@ -159,6 +159,8 @@ def side_arguments(description: str) -> argparse.Namespace:
     parser.add_argument("--workload", required=True, choices=WORKLOADS)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test that runs in seconds")
     parser.add_argument("--device", default="cpu", help="torch device to run on (cpu, cuda); default cpu")
+    parser.add_argument("--opt-ins", default="", help="ours only: opt-ins joined by '+' (bf16, channels_last, "
+                        "keep_norm); default none, the configuration a user gets")
     return parser.parse_args()
 
 

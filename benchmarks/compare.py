@@ -46,6 +46,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="interpreter that imports this repository's dalle2_pytorch "
                              "(default: .bench-venv, the twin venv on the reference's torch, else this one)")
     parser.add_argument("--device", default="cpu", help="torch device for both sides: cpu (default) or cuda")
+    parser.add_argument("--ours-opt-ins", default="", metavar="A+B",
+                        help="run our side with documented opt-ins (bf16, channels_last, keep_norm joined by '+'); "
+                             "default none: the configuration a user gets")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per workload and side")
     parser.add_argument("--json-out", help="also write every result (and failure) to this JSON file")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
@@ -54,14 +57,17 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_side(side: str, python: str, workload: str, quick: bool, timeout: float, device: str = "cpu") -> Result:
-    """Run one workload on one side in a fresh interpreter and return its parsed result."""
+def run_side(side: str, python: str, workload: str, quick: bool, timeout: float, device: str = "cpu",
+             opt_ins: str = "") -> Result:
+    """Run one workload on one side in a fresh interpreter and return its parsed result (``opt_ins``: ours only)."""
     python = os.path.abspath(python) if os.sep in python else (shutil.which(python) or python)
     if not os.path.exists(python):
         raise FileNotFoundError(f"{side} interpreter {python!r} does not exist (run benchmarks/setup_reference_venv.sh)")
     command = [python, os.path.join(BENCHMARKS_DIR, SIDES[side]), "--workload", workload, "--device", device]
     if quick:
         command.append("--quick")
+    if opt_ins:
+        command += ["--opt-ins", opt_ins]
     environment = dict(os.environ)  # each side script guards against importing the wrong dalle2_pytorch
     environment.update(OMP_NUM_THREADS=str(NUM_THREADS), MKL_NUM_THREADS=str(NUM_THREADS), TQDM_DISABLE="1")
     completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment,
@@ -139,6 +145,8 @@ def environment_summary(results: dict[str, dict[str, Result]], quick: bool, cpu:
         f"date: {date or utc_now()}", f"cpu: {cpu or cpu_description()}, torch threads: {NUM_THREADS}",
         f"device: {', '.join(sorted({r.device for sides in results.values() for r in sides.values()})) or '-'}",
         f"sizes: {'quick (smoke test, not a measurement)' if quick else 'full'}", *versions,
+        *sorted({f"ours, {workload}: opt-ins {r.extra['opt_ins']}" for workload, sides in results.items()
+                 for r in sides.values() if r.extra.get("opt_ins")}),
     ])
 
 
@@ -166,6 +174,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print()
         print(format_table(results))
         return 0
+    if args.ours_opt_ins and any(not workload.endswith("_train") for workload in args.workloads):
+        raise SystemExit("--ours-opt-ins applies to the training workloads: add --workloads decoder_train prior_train")
     sides = ["ours"] if args.ours_only else ["reference"] if args.reference_only else ["reference", "ours"]
     pythons = {"reference": args.reference_python, "ours": args.ours_python}
     results: dict[str, dict[str, Result]] = {}
@@ -174,8 +184,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         for side in sides:
             print(f"running {side} {workload}{' (quick)' if args.quick else ''} ...", file=sys.stderr, flush=True)
             try:
-                results.setdefault(workload, {})[side] = run_side(side, pythons[side], workload, args.quick,
-                                                                  args.timeout, args.device)
+                results.setdefault(workload, {})[side] = run_side(
+                    side, pythons[side], workload, args.quick, args.timeout, args.device,
+                    args.ours_opt_ins if side == "ours" else "")
             except (RuntimeError, FileNotFoundError, subprocess.TimeoutExpired) as error:
                 failures.append(str(error))
                 print(error, file=sys.stderr, flush=True)

@@ -59,6 +59,8 @@ def _backend() -> Backend:
 
 def main() -> None:
     args = side_arguments(__doc__.splitlines()[0])
+    if args.opt_ins:
+        raise SystemExit(f"--opt-ins {args.opt_ins!r}: the reference side runs its default configuration only")
     emit(run(_backend(), args.workload, args.quick, args.device))
 
 

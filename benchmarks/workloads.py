@@ -7,8 +7,9 @@ and timing are identical by construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager
 
 from common import (
     Result,
@@ -34,6 +35,9 @@ class Backend:
     build_prior: Callable[[dict, dict], Any]  # (network kwargs, prior kwargs) -> DiffusionPrior
     sample_decoder: Callable[[Any, Any, int], Any]  # (decoder, image_embed, steps) -> images
     sample_prior: Callable[[Any, Any, int], Any]  # (prior, text_embed, steps) -> image embeds
+    # around each training loss (forward only, like the trainers' autocast); an opt-in such as bf16 sets it
+    loss_context: Callable[[], ContextManager] = nullcontext
+    opt_ins: tuple[str, ...] = field(default=())  # recorded in every result; empty: the default configuration
 
 
 def _unit_rows(torch, batch: int, dim: int, device: str):
@@ -92,7 +96,8 @@ def decoder_train(backend: Backend, s: Sizes, quick: bool, device: str) -> Resul
     image_embed = _unit_rows(torch, s.decoder_batch, s.image_embed_dim, device)
 
     def step():
-        loss = decoder(images, image_embed=image_embed.clone(), unet_number=1)
+        with backend.loss_context():
+            loss = decoder(images, image_embed=image_embed.clone(), unet_number=1)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -113,7 +118,8 @@ def prior_train(backend: Backend, s: Sizes, quick: bool, device: str) -> Result:
 
     def step():
         # clones: the reference scales `image_embed` in place inside forward
-        loss = prior(text_embed=text_embed.clone(), image_embed=image_embed.clone())
+        with backend.loss_context():
+            loss = prior(text_embed=text_embed.clone(), image_embed=image_embed.clone())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -195,6 +201,8 @@ def _result(backend: Backend, workload: str, quick: bool, device: str, items: in
     import torch
 
     wall, cpu = seconds
+    if backend.opt_ins:
+        extra["opt_ins"] = "+".join(backend.opt_ins)
     peak_device_mb = 0.0
     if device.startswith("cuda"):
         peak_device_mb = torch.cuda.max_memory_allocated() / 2**20

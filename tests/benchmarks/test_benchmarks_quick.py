@@ -54,7 +54,54 @@ def test_compare_quick_runs_every_workload_on_our_side(tmp_path):
         assert result["peak_rss_mb"] > 0
     assert payload["results"]["decoder_sample"]["ours"]["extra"]["output_shape"] == [1, 3, 16, 16]
     assert payload["results"]["prior_sample"]["ours"]["extra"]["output_shape"] == [2, 32]
+    assert payload["results"]["prior_sample"]["ours"]["extra"]["network_calls"] == 4  # one per DDIM step
+    assert payload["results"]["decoder_sample"]["ours"]["extra"]["network_calls"] == 4
     assert "| decoder_train |" in completed.stdout
+
+
+@pytest.mark.slow
+def test_compare_runs_our_training_workloads_with_opt_ins(tmp_path):
+    """--ours-opt-ins builds our side with the documented fast paths and records the ones that apply per workload;
+    the sampling workloads and the reference side refuse them."""
+    json_out = tmp_path / "results.json"
+    command = [sys.executable, COMPARE, "--quick", "--ours-only", "--ours-python", sys.executable,
+               "--ours-opt-ins", "bf16+channels_last+keep_norm"]
+    completed = subprocess.run(command + ["--workloads", "decoder_train", "prior_train", "--json-out", str(json_out)],
+                               capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    results = json.loads(json_out.read_text())["results"]
+    assert results["decoder_train"]["ours"]["extra"]["opt_ins"] == "bf16+channels_last+keep_norm"
+    assert results["prior_train"]["ours"]["extra"]["opt_ins"] == "bf16"
+    assert "ours, decoder_train: opt-ins bf16+channels_last+keep_norm" in completed.stdout
+    refused = subprocess.run(command + ["--workloads", "decoder_sample"], capture_output=True, text=True,
+                             timeout=60, cwd=REPO_ROOT)
+    assert refused.returncode != 0 and "training workloads" in refused.stderr
+
+
+def test_our_backend_applies_each_opt_in():
+    import torch
+
+    for name in ("common", "workloads", "ours_side"):  # a same-named module imported elsewhere must not stand in
+        sys.modules.pop(name, None)
+    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+    try:
+        ours_side, common = importlib.import_module("ours_side"), importlib.import_module("common")
+    finally:
+        sys.path.remove(os.path.join(REPO_ROOT, "benchmarks"))
+    sizes = common.sizes_for(True)
+    plain = ours_side._backend()
+    fast = ours_side._backend(ours_side.parse_opt_ins("keep_norm+bf16+channels_last"))
+    assert fast.opt_ins == ("bf16", "channels_last", "keep_norm") and plain.opt_ins == ()
+    unet_kwargs, decoder_kwargs = common.unet_kwargs(sizes), common.decoder_kwargs(sizes)
+    unet = fast.build_decoder(unet_kwargs, decoder_kwargs).unets[0]
+    assert unet.config["channels_last"] is True and unet.config["recompute_norm_in_backward"] is False
+    assert "channels_last" not in plain.build_decoder(unet_kwargs, decoder_kwargs).unets[0].config
+    with fast.loss_context():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with plain.loss_context():
+        assert not torch.is_autocast_enabled("cpu")
+    with pytest.raises(SystemExit, match="unknown"):
+        ours_side.parse_opt_ins("bf16+fp8")
 
 
 def test_table_reports_ratios_of_reference_over_ours():
