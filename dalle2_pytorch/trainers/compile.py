@@ -39,11 +39,14 @@ def compile_in_place(modules: dict[str, nn.Module], mode: CompileSetting = True,
         return []
     if not isinstance(backend, str) or not backend:
         raise ValueError(f"backend={backend!r}: expected a torch.compile backend name, e.g. 'inductor'")
+    if mode is not True and backend != "inductor":
+        raise ValueError(f"compile mode {mode!r} is an inductor mode, but backend={backend!r}: use mode=True with "
+                         "another backend, or backend='inductor'")
     outer = [path for path in modules
              if not any(other != path and (other == "" or path.startswith(other + ".")) for other in modules)]
     for path in outer:
         module = modules[path]
-        module.compile(backend=backend, mode=None if mode is True or backend != "inductor" else mode)
+        module.compile(backend=backend, mode=None if mode is True else mode)
     return outer
 
 

@@ -112,3 +112,5 @@ def test_a_bad_compile_setting_names_the_modes(value):
 def test_a_bad_backend_is_refused():
     with pytest.raises(ValueError, match="backend"):
         _trainer().compile(backend="")
+    with pytest.raises(ValueError, match="inductor mode"):  # a mode is never dropped silently
+        _trainer().compile("max-autotune", backend="aot_eager")
