@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $@
 
+# DeepSpeed (for its tests) is a source package whose build imports torch: built against the torch installed here
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-build-isolation "deepspeed>=0.19.8,<0.20"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -10,6 +10,9 @@ Two traps of ``accelerate launch`` on a machine without GPUs, both found with ac
 - ``accelerate launch --multi_gpu`` or ``torchrun`` without ``ACCELERATE_USE_CPU=true`` starts the processes
   (``WORLD_SIZE`` > 1) but, with no GPU, accelerate sets each up as a lone process: each would train alone and
   write the same checkpoint folder.  That is an error.
+
+And one of ``ACCELERATE_USE_CPU=true`` with ``--use_deepspeed`` or ``--use_fsdp``: accelerate turns DeepSpeed and FSDP
+on only with GPUs and otherwise drops them without a word; the run says so (it trains as plain data parallelism).
 """
 
 from __future__ import annotations
@@ -47,10 +50,27 @@ def single_process_launch_warning(num_processes: int, environ: Mapping[str, str]
     return None
 
 
-def check_launch(num_processes: int, environ: Optional[Mapping[str, str]] = None) -> None:
+def dropped_engine_warning(distributed_type: str, environ: Mapping[str, str]) -> Optional[str]:
+    """The warning for a launch that asked for DeepSpeed or FSDP which accelerate did not turn on (``distributed_type``
+    is accelerate's, e.g. ``'MULTI_CPU'``), or None."""
+    for engine, variable in (("DEEPSPEED", "ACCELERATE_USE_DEEPSPEED"), ("FSDP", "ACCELERATE_USE_FSDP")):
+        if _true(environ.get(variable)) and distributed_type != engine:
+            return (f"the launch asked for {engine} ({variable}=true) but accelerate set this run up as "
+                    f"{distributed_type} (accelerate turns {engine} on only with GPUs, not with ACCELERATE_USE_CPU or "
+                    f"--cpu): training goes on without {engine}")
+    return None
+
+
+def check_launch(num_processes: int, environ: Optional[Mapping[str, str]] = None,
+                 distributed_type: Optional[str] = None) -> None:
     """Warn about (or, when processes would overwrite each other's checkpoints, refuse) a launch whose processes
-    accelerate did not join: ``num_processes`` is what accelerate set up, ``environ`` the process's environment."""
+    accelerate did not join: ``num_processes`` is what accelerate set up, ``environ`` the process's environment;
+    ``distributed_type`` (accelerate's, by name) also warns when a DeepSpeed or FSDP launch was dropped."""
     environ = os.environ if environ is None else environ
+    if distributed_type is not None:
+        dropped = dropped_engine_warning(distributed_type, environ)
+        if dropped is not None:
+            warnings.warn(dropped, RuntimeWarning, stacklevel=2)
     launched = environ.get("WORLD_SIZE", "")
     if launched.isdigit() and int(launched) > 1 and num_processes == 1:
         raise RuntimeError(f"the launcher started WORLD_SIZE={launched} processes but accelerate set this one up as a "

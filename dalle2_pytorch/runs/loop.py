@@ -101,7 +101,7 @@ class TrainingRun:
 
         self.config = config
         self.accelerator = Accelerator()
-        check_launch(self.accelerator.num_processes)
+        check_launch(self.accelerator.num_processes, distributed_type=self.accelerator.distributed_type.name)
         self.directory = Path(config.checkpointing.directory)
         self.show_progress = show_progress and self.accelerator.is_main_process
         self.on_batch = on_batch

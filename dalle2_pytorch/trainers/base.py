@@ -9,8 +9,8 @@ Distribution goes through Hugging Face ``accelerate``: the model sits on ``accel
 and with several processes the gradients of the part being stepped are averaged across them just
 before the step.  Averaging only the stepped part (instead of wrapping the model in DDP) is what
 lets a cascade train one unet at a time without DDP's unused-parameter errors.  When the accelerate config asks
-for FSDP, every part is sharded on its own instead and FSDP averages its gradients (:mod:`.sharding`); DeepSpeed and
-Megatron-LM are refused.  Mixed precision (``'fp16'`` with a gradient scaler, or ``'bf16'``) is ``torch.autocast``
+for FSDP, every part is sharded on its own instead and FSDP averages its gradients (:mod:`.sharding`); when it asks for
+DeepSpeed, every part gets its own ZeRO stage 1/2 engine (:mod:`.zero`); Megatron-LM is refused.  Mixed precision (``'fp16'`` with a gradient scaler, or ``'bf16'``) is ``torch.autocast``
 around the loss.
 """
 
@@ -38,6 +38,7 @@ from dalle2_pytorch.trainers.checkpoint import (capture_rng_state, prefixed, ran
                                                 read_training_checkpoint, restore_rank_rng_state, unprefixed,
                                                 write_training_checkpoint)
 from dalle2_pytorch.trainers.optim import LRSchedule, apply_learning_rate, check_positive
+from dalle2_pytorch.trainers import zero
 from dalle2_pytorch.trainers.sharding import (FSDPSettings, fsdp_settings, full_optimizer_state, gather_full,
                                               is_sharded, shard_like, shard_optimizer_state, shard_part)
 
@@ -65,6 +66,8 @@ class TrainedPart:
     pending_backward: bool = False
     pending_nonfinite: bool = False
     sharded: bool = False          # FSDP: the module, its EMA and the optimiser hold this process's shards
+    engine: Any = None             # DeepSpeed: the ZeRO engine that owns the gradients and the optimiser state
+    param_groups: list[list[nn.Parameter]] = field(default_factory=list)  # the optimiser's groups, as built
 
     def counters(self) -> dict[str, int]:
         return {"step": self.step, "skipped_steps": self.skipped_steps,
@@ -99,7 +102,7 @@ class TrainerBase:
     """Shared core of every trainer: :class:`DiffusionPriorTrainer`, :class:`DecoderTrainer` and :class:`ModelTrainer`
     (CLIP, and the VAE under :class:`VQGanVAETrainer`); not used directly."""
 
-    fsdp_verified = False  # whether the trainer may shard its parts when the accelerate config asks for FSDP
+    sharding_verified = False  # whether the trainer may shard its parts when the accelerate config asks for FSDP/ZeRO
 
     def __init__(self, model: nn.Module, *, accelerator: Accelerator | None, mixed_precision: str | None,
                  max_consecutive_bad_steps: int, device: str | torch.device | None = None) -> None:
@@ -110,11 +113,13 @@ class TrainerBase:
         # precision (accelerate keeps one per process): two trainers may use different ones.
         self.accelerator = accelerator if accelerator is not None else Accelerator()
         self.sharding: FSDPSettings | None = fsdp_settings(self.accelerator, model)
-        if self.sharding is not None and not self.fsdp_verified:
+        self.zero: zero.ZeroSettings | None = zero.zero_settings(self.accelerator)
+        if (self.sharding is not None or self.zero is not None) and not self.sharding_verified:
+            what = "FSDP" if self.sharding is not None else "DeepSpeed"
             raise NotImplementedError(
-                f"the accelerate config asks for FSDP, which {type(self).__name__} does not support: it is verified "
+                f"the accelerate config asks for {what}, which {type(self).__name__} does not support: it is verified "
                 "for DecoderTrainer and DiffusionPriorTrainer only (a CLIP's or VAE's evaluation calls the model's "
-                "other methods, and a VAE's discriminator is a part nested in the model); train it without FSDP")
+                f"other methods, and a VAE's discriminator is a part nested in the model); train it without {what}")
         # ``device`` overrides the accelerator's (e.g. a VAE kept on the CPU of a GPU machine); single process only,
         # since the gradients of several processes are averaged on the accelerator's device.
         if device is not None and self.accelerator.num_processes > 1:
@@ -122,9 +127,10 @@ class TrainerBase:
                              "under `accelerate launch` each process trains on its accelerator's device")
         self._device = torch.device(device) if device is not None else self.accelerator.device
         self.mixed_precision = resolve_precision(mixed_precision, self.accelerator)
-        if self.sharding is not None and self.mixed_precision == "fp16":
-            raise NotImplementedError("mixed_precision='fp16' under FSDP: the gradient scaler would see only this "
-                                      "process's shard of the gradients; use 'bf16' (no scaler needed)")
+        if (self.sharding is not None or self.zero is not None) and self.mixed_precision == "fp16":
+            raise NotImplementedError(f"mixed_precision='fp16' under {'FSDP' if self.sharding else 'DeepSpeed'}: the "
+                                      "gradient scaler would see only this process's shard of the gradients; use "
+                                      "'bf16' (no scaler needed)")
         self.max_consecutive_bad_steps = max_consecutive_bad_steps
         self.model = model.to(self._device)
         self.parts: dict[str, TrainedPart] = {}
@@ -145,10 +151,12 @@ class TrainerBase:
         scaler = torch.amp.GradScaler(self.device.type) if self.mixed_precision == "fp16" else None
         if self.sharding is not None:
             shard_part(module, optimizer, None if ema is None else ema.ema_model, self.sharding, self.device)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        groups = [list(group["params"]) for group in optimizer.param_groups]
+        engine = None if self.zero is None else zero.build_engine(module, optimizer, self.zero, max_grad_norm)
         self.parts[name] = TrainedPart(name=name, module_path=module_path, module=module, optimizer=optimizer,
                                        base_lr=float(lr), schedule=schedule, max_grad_norm=max_grad_norm, ema=ema,
-                                       scaler=scaler, params=params, sharded=self.sharding is not None)
+                                       scaler=scaler, params=[p for group in groups for p in group],
+                                       sharded=self.sharding is not None, engine=engine, param_groups=groups)
 
     def compile(self, mode: CompileSetting = True, *, backend: str = "inductor") -> list[str]:
         """``torch.compile`` every trained part's module in place (the unets, the prior's network, a whole CLIP or
@@ -176,9 +184,9 @@ class TrainerBase:
         """Loss of the whole batch (a float); gradients accumulate into the part's parameters."""
         args = tuple(self._to_device(a) for a in args)
         kwargs = {k: self._to_device(v) for k, v in kwargs.items()}
-        if not part.pending_backward:
+        if not part.pending_backward and part.engine is None:
             # a fresh accumulation: drop gradients another part's loss left here (a GAN's generator loss reaches
-            # the discriminator's parameters)
+            # the discriminator's parameters); a ZeRO engine clears its own after each step
             part.optimizer.zero_grad(set_to_none=True)
         if not self.model.training:
             self.model.train()
@@ -188,7 +196,10 @@ class TrainerBase:
                 loss = loss_fn(*chunk_args, **chunk_kwargs)
             if fraction != 1.0:
                 loss = loss * fraction
-            (part.scaler.scale(loss) if part.scaler is not None else loss).backward()
+            if part.engine is not None:
+                part.engine.backward(loss, scale_wrt_gas=False)  # accumulates; the engine reduces at its step
+            else:
+                (part.scaler.scale(loss) if part.scaler is not None else loss).backward()
             total = loss.detach().float() if total is None else total + loss.detach().float()
         value = float(total.item())
         part.pending_backward = True
@@ -217,6 +228,9 @@ class TrainerBase:
         if not part.pending_backward:
             raise RuntimeError(f"update() for {part.name} was called without a forward pass since the last update: "
                                "call the trainer on a batch first")
+        if part.engine is not None:
+            self._update_with_engine(part)
+            return
         self._sync_gradients(part)
         if part.scaler is not None:
             part.scaler.unscale_(part.optimizer)
@@ -234,11 +248,7 @@ class TrainerBase:
                 part.scaler.step(part.optimizer)
             else:
                 part.optimizer.step()
-            if part.ema is not None:
-                part.ema.update()
-                copy_non_float_buffers(part.module, part.ema.ema_model)
-            part.step += 1
-            part.consecutive_bad_steps = 0
+            self._after_step(part)
         elif part.scaler is not None and not part.pending_nonfinite:
             part.overflow_steps += 1  # fp16 gradient overflow: the scaler lowers its scale and we go on
         else:
@@ -246,6 +256,24 @@ class TrainerBase:
         if part.scaler is not None:
             part.scaler.update()
         part.optimizer.zero_grad(set_to_none=True)
+        part.pending_backward = False
+        part.pending_nonfinite = False
+
+    def _after_step(self, part: TrainedPart) -> None:
+        if part.ema is not None:
+            part.ema.update()
+            copy_non_float_buffers(part.module, part.ema.ema_model)
+        part.step += 1
+        part.consecutive_bad_steps = 0
+
+    def _update_with_engine(self, part: TrainedPart) -> None:
+        """The step of a part under DeepSpeed: the engine reduces, clips and steps, and skips the step when the
+        gradients are not finite on any process (the same decision on every process)."""
+        apply_learning_rate(part.optimizer, part.base_lr, part.schedule, part.step)
+        if zero.step_applied(part.engine):
+            self._after_step(part)
+        else:
+            self._count_bad_step(part, "loss" if part.pending_nonfinite else "gradient norm")
         part.pending_backward = False
         part.pending_nonfinite = False
 
@@ -302,7 +330,9 @@ class TrainerBase:
         tensors = prefixed(self.full_state_dict(), "model")
         parts_meta: dict[str, Any] = {}
         for name, part in self.parts.items():
-            opt_tensors, opt_rest = flatten_optimizer_state(full_optimizer_state(part.optimizer), f"optim.{name}")
+            optimizer_state = (full_optimizer_state(part.optimizer) if part.engine is None
+                               else zero.full_optimizer_state(part.engine, part.param_groups))
+            opt_tensors, opt_rest = flatten_optimizer_state(optimizer_state, f"optim.{name}")
             tensors.update(opt_tensors)
             if part.ema is not None:
                 tensors.update(prefixed(gather_full(part.ema.state_dict()), f"ema.{name}"))
@@ -317,8 +347,9 @@ class TrainerBase:
 
     @property
     def is_sharded(self) -> bool:
-        """Whether the parts are sharded (FSDP): then gathering their state is a collective of every process."""
-        return any(part.sharded for part in self.parts.values())
+        """Whether the parts' state is sharded (FSDP, or ZeRO's optimiser state): then gathering it is a collective of
+        every process."""
+        return any(part.sharded or part.engine is not None for part in self.parts.values())
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The model's state dict with every sharded tensor gathered whole, as in a single process (under FSDP a
@@ -350,10 +381,12 @@ class TrainerBase:
                 raise NotImplementedError(f"{path}: a legacy checkpoint cannot be loaded into sharded (FSDP) parts; "
                                           "load it in one process without FSDP and save() it, then load that")
             self._load_legacy(path, strict)
+            self._weights_loaded()
             return
         tensors, meta = read_training_checkpoint(path, type(self).__name__)
         with loading_state_dict(path, type(self.model).__name__):
             self.model.load_state_dict(shard_like(unprefixed(tensors, "model"), self.model.state_dict()), strict=strict)
+        self._weights_loaded()
         if only_model:
             return
         if set(meta["parts"]) != set(self.parts):
@@ -361,11 +394,15 @@ class TrainerBase:
                              f"{sorted(self.parts)}; pass only_model=True to load the weights alone")
         for name, part in self.parts.items():
             saved = meta["parts"][name]
-            hyper = [{k: g[k] for k in ("weight_decay", "eps", "betas")} for g in part.optimizer.param_groups]
-            part.optimizer.load_state_dict(unflatten_optimizer_state(tensors, saved["optimizer"], f"optim.{name}"))
-            shard_optimizer_state(part.optimizer)
-            for group, values in zip(part.optimizer.param_groups, hyper):
-                group.update(values)
+            optimizer_state = unflatten_optimizer_state(tensors, saved["optimizer"], f"optim.{name}")
+            if part.engine is not None:
+                zero.load_optimizer_state(part.engine, part.param_groups, optimizer_state)
+            else:
+                hyper = [{k: g[k] for k in ("weight_decay", "eps", "betas")} for g in part.optimizer.param_groups]
+                part.optimizer.load_state_dict(optimizer_state)
+                shard_optimizer_state(part.optimizer)
+                for group, values in zip(part.optimizer.param_groups, hyper):
+                    group.update(values)
             if part.ema is not None:
                 ema_state = unprefixed(tensors, f"ema.{name}")
                 if not ema_state:
@@ -379,6 +416,12 @@ class TrainerBase:
             part.overflow_steps = int(saved["overflow_steps"])
             part.pending_backward = part.pending_nonfinite = False
         restore_rank_rng_state(tensors, meta, self.accelerator.process_index, self.accelerator.num_processes)
+
+    def _weights_loaded(self) -> None:
+        """After weights were loaded into the model: ZeRO engines copy them into the masters they step."""
+        for part in self.parts.values():
+            if part.engine is not None:
+                zero.load_weights(part.engine, part.params)
 
     def _load_legacy(self, path: Path, strict: bool) -> None:
         from dalle2_pytorch.serialization import load_legacy_state_dict

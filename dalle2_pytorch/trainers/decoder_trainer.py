@@ -46,7 +46,7 @@ class DecoderTrainer(TrainerBase):
             raise ``FloatingPointError`` (single bad steps are skipped with a warning).
     """
 
-    fsdp_verified = True  # tests/trainers/test_fsdp.py
+    sharding_verified = True  # FSDP: tests/trainers/test_fsdp.py; ZeRO: tests/trainers/test_zero.py
 
     @strict_keywords()
     def __init__(self, decoder: Decoder, *, accelerator: Accelerator | None = None,

@@ -41,7 +41,7 @@ class DiffusionPriorTrainer(TrainerBase):
             raise ``FloatingPointError`` (single bad steps are skipped with a warning).
     """
 
-    fsdp_verified = True  # tests/trainers/test_fsdp.py
+    sharding_verified = True  # FSDP: tests/trainers/test_fsdp.py; ZeRO: tests/trainers/test_zero.py
 
     @strict_keywords()
     def __init__(self, diffusion_prior: DiffusionPrior, *, accelerator: Accelerator | None = None,

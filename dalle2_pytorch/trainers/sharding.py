@@ -1,4 +1,4 @@
-"""FSDP for the trainers' parts, when the accelerate config asks for it; DeepSpeed and Megatron-LM refused.
+"""FSDP for the trainers' parts, when the accelerate config asks for it; Megatron-LM refused (DeepSpeed: :mod:`.zero`).
 
 Every trained part (the prior's network, each unet of a decoder) is sharded on its own with torch's FSDP2
 ``fully_shard``: one sharded unit per part (plus inner units where the config's auto-wrap policy picks them), so a
@@ -22,13 +22,6 @@ from typing import Any, Callable
 import torch
 from accelerate import Accelerator
 from torch import nn
-
-UNSUPPORTED_DEEPSPEED = (
-    "the accelerate config asks for DeepSpeed, which dalle2_pytorch's trainers do not support: a DeepSpeed engine owns "
-    "one model and one optimiser, while the trainers step one part at a time with its own optimiser, EMA and "
-    "non-finite-step skipping (a decoder has one optimiser per unet); this has not been wired in or tested. "
-    "Choose FSDP (fsdp_version: 2) for sharding, or plain multi-GPU (see docs/distributed.md)")
-
 
 # accelerate turns its mixed_precision into an FSDP policy of this dtype; the trainers apply that precision as autocast
 # (fp32 weights, gradients reduced in fp32) instead of FSDP's casting
@@ -57,13 +50,11 @@ class FSDPSettings:
 def fsdp_settings(accelerator: Accelerator, model: nn.Module) -> FSDPSettings | None:
     """The sharding the accelerate config asks for: :class:`FSDPSettings` under FSDP, None for plain runs.
 
-    FSDP settings the trainers cannot honour are errors saying which and why, never ignored; DeepSpeed and
-    Megatron-LM are refused (:data:`UNSUPPORTED_DEEPSPEED`)."""
+    FSDP settings the trainers cannot honour are errors saying which and why, never ignored; Megatron-LM is refused
+    (DeepSpeed is :mod:`.zero`'s)."""
     from accelerate.utils import DistributedType
 
     kind = accelerator.distributed_type
-    if kind == DistributedType.DEEPSPEED:
-        raise NotImplementedError(UNSUPPORTED_DEEPSPEED)
     if kind == DistributedType.MEGATRON_LM:
         raise NotImplementedError(
             "the accelerate config asks for Megatron-LM, which dalle2_pytorch's trainers do not support (it splits "

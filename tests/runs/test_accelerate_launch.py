@@ -2,13 +2,16 @@
 one is refused), as run by accelerate's own launcher."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from dalle2_pytorch.runs.launch_check import check_launch, single_process_launch_warning
+from dalle2_pytorch.runs.launch_check import check_launch, dropped_engine_warning, single_process_launch_warning
 from .distributed import accelerate_command, train_two_processes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,3 +100,19 @@ def test_processes_that_accelerate_did_not_join_are_refused():
         check_launch(1, {"WORLD_SIZE": "2", "RANK": "1"})
     check_launch(2, {"WORLD_SIZE": "2", "RANK": "1"})
     check_launch(1, {"WORLD_SIZE": "1"})
+
+
+@pytest.mark.parametrize("variable, engine", [("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED"), ("ACCELERATE_USE_FSDP", "FSDP")])
+def test_a_deepspeed_or_fsdp_launch_that_accelerate_dropped_on_cpus_is_said(variable, engine):
+    """What `accelerate launch --use_deepspeed` / `--use_fsdp` sets, with ACCELERATE_USE_CPU: accelerate 1.15 sets
+    the run up without the engine (checked here in a fresh process), and the run says so."""
+    script = "from accelerate import Accelerator; print(Accelerator().distributed_type.name)"
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "true", variable: "true"}
+    accelerate_says = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                                     timeout=120, cwd=ROOT)
+    distributed_type = accelerate_says.stdout.strip().splitlines()[-1]
+    assert distributed_type != engine, accelerate_says.stdout
+    with pytest.warns(RuntimeWarning, match=f"asked for {engine} .* training goes on without {engine}"):
+        check_launch(1, {variable: "true"}, distributed_type=distributed_type)
+    assert dropped_engine_warning(engine, {variable: "true"}) is None       # turned on: nothing to say
+    assert dropped_engine_warning(distributed_type, {variable: "false"}) is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 from accelerate import Accelerator
@@ -88,16 +89,41 @@ def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], exact: bool)
         assert same, (key, (a[key].double() - b[key].double()).abs().max().item())
 
 
-def main(folder: Path) -> None:
+def plain_run(plain_state: Callable[[Accelerator], None]) -> tuple[Accelerator, int, tuple, list[float]]:
+    """This process's accelerator (one of 2, gloo) and rank, and the plain run every mode is compared with: its
+    trainers and losses (``plain_state`` sets the accelerate state of a plain run)."""
     torch.set_num_threads(1)
     accelerator = Accelerator(cpu=True)
     rank = accelerator.process_index
     assert accelerator.num_processes == 2, accelerator.num_processes
-
-    set_fsdp(accelerator, False)
+    plain_state(accelerator)
     plain = make_trainers(accelerator)
     torch.manual_seed(100 + rank)
-    plain_losses = train(*plain, range(STEPS), rank)
+    return accelerator, rank, plain, train(*plain, range(STEPS), rank)
+
+
+def save_and_resume(folder: Path, accelerator: Accelerator, trained: tuple, plain: tuple, rank: int) -> tuple:
+    """Checkpoint folders of ``trained`` (and files of ``plain``) under ``folder``; fresh trainers in the current
+    accelerate state resume from them exactly: the same state, and one more step bitwise equal to going on.
+    Returns the resumed trainers."""
+    for name, trainer in zip(("decoder", "prior"), trained):
+        save_checkpoint(folder / name, trainer, {"step": STEPS})
+    for name, trainer in zip(("plain_decoder", "plain_prior"), plain):
+        trainer.save(folder / f"{name}.safetensors")
+    resumed = make_trainers(accelerator)
+    for name, trainer in zip(("decoder", "prior"), resumed):
+        load_checkpoint(folder / name, trainer)
+    compare(states(*resumed), states(*trained), exact=True)
+    restored = torch.get_rng_state()  # load_checkpoint gave this process back its RNG state at the save
+    go_on = train(*trained, range(STEPS, STEPS + 1), rank)
+    torch.set_rng_state(restored)
+    assert train(*resumed, range(STEPS, STEPS + 1), rank) == go_on
+    compare(states(*resumed), states(*trained), exact=True)
+    return resumed
+
+
+def main(folder: Path) -> None:
+    accelerator, rank, plain, plain_losses = plain_run(lambda accelerator: set_fsdp(accelerator, False))
 
     set_fsdp(accelerator, True)
     sharded = make_trainers(accelerator)
@@ -136,20 +162,8 @@ def main(folder: Path) -> None:
     compare(bf16[1][1], bf16[0][1], exact=False)
 
     # checkpoint folders of full state dicts; a fresh sharded trainer resumes from them exactly
-    for name, trainer in zip(("decoder", "prior"), sharded):
-        save_checkpoint(folder / name, trainer, {"step": STEPS})
-    for name, trainer in zip(("plain_decoder", "plain_prior"), plain):
-        trainer.save(folder / f"{name}.safetensors")
     set_fsdp(accelerator, True)
-    resumed = make_trainers(accelerator)
-    for name, trainer in zip(("decoder", "prior"), resumed):
-        load_checkpoint(folder / name, trainer)
-    compare(states(*resumed), states(*sharded), exact=True)
-    restored = torch.get_rng_state()  # load_checkpoint gave this process back its RNG state at the save
-    go_on = train(*sharded, range(STEPS, STEPS + 1), rank)
-    torch.set_rng_state(restored)
-    assert train(*resumed, range(STEPS, STEPS + 1), rank) == go_on
-    compare(states(*resumed), states(*sharded), exact=True)
+    save_and_resume(folder, accelerator, sharded, plain, rank)
 
     if accelerator.is_main_process:
         print("FSDP_OK", flush=True)

@@ -43,3 +43,36 @@ class RegressionTrainer(TrainerBase):
 
     def update(self) -> None:
         self._update(self.parts["net"])
+
+
+def load_distributed_checkpoint(folder, kind: str):
+    """A single-process trainer of ``kind`` ('decoder' or 'prior') loaded from the checkpoint folder a 2-process
+    worker wrote at ``folder/kind``, its training state, and the plain 2-process run's state
+    (``folder/plain_<kind>.safetensors``) to compare with; RNG states left out of both."""
+    import warnings
+
+    from safetensors.torch import load_file
+
+    from dalle2_pytorch.trainers.checkpoint import load_checkpoint
+    from dalle2_pytorch.trainers.decoder_trainer import DecoderTrainer
+    from dalle2_pytorch.trainers.prior_trainer import DiffusionPriorTrainer
+
+    trainer = DecoderTrainer(tiny_decoder(2)) if kind == "decoder" else DiffusionPriorTrainer(tiny_prior())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # saved by 2 processes: the RNG states are not this one's
+        load_checkpoint(folder / kind, trainer)
+    state, _ = trainer.training_state()
+    plain = load_file(folder / f"plain_{kind}.safetensors")
+    state = {k: v for k, v in state.items() if not k.startswith("rng")}
+    plain = {k: v for k, v in plain.items() if not k.startswith("rng")}
+    assert state.keys() == plain.keys(), sorted(set(state) ^ set(plain))
+    return trainer, state, plain
+
+
+def worker_folder(tmp_path_factory, name: str):
+    """Run ``tests/trainers/<name>_worker.py`` in 2 processes (it must print ``<NAME>_OK``); the folder it wrote."""
+    from tests.runs.distributed import run_worker_module
+
+    folder = tmp_path_factory.mktemp(name)
+    run_worker_module(f"tests.trainers.{name}_worker", folder, f"{name.upper()}_OK", timeout=300)
+    return folder
