@@ -60,7 +60,7 @@ def zero_settings(accelerator: Accelerator) -> ZeroSettings | None:
         import deepspeed  # noqa: F401
     except ImportError as error:
         raise ImportError("the accelerate config asks for DeepSpeed, which is not installed: "
-                          "pip install --no-build-isolation 'dalle2-pytorch[deepspeed]' (see docs/distributed.md)"
+                          "pip install --no-build-isolation 'unclip-pytorch[deepspeed]' (see docs/distributed.md)"
                           ) from error
     config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
     problems = []

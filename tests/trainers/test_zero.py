@@ -98,5 +98,5 @@ def test_fp16_and_unverified_trainers_are_refused_under_deepspeed(deepspeed_acce
 def test_a_missing_deepspeed_install_is_one_clear_error(deepspeed_accelerator, monkeypatch):
     accelerator = deepspeed_accelerator({"zero_optimization": {"stage": 2}})
     monkeypatch.setitem(__import__("sys").modules, "deepspeed", None)
-    with pytest.raises(ImportError, match=r"pip install --no-build-isolation 'dalle2-pytorch\[deepspeed\]'"):
+    with pytest.raises(ImportError, match=r"pip install --no-build-isolation 'unclip-pytorch\[deepspeed\]'"):
         zero_settings(accelerator)
