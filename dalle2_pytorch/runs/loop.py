@@ -218,7 +218,7 @@ class TrainingRun:
         rows = float(sum(n for _, n in losses))
         local = {key: (float(value), rows) for key, value in metrics.items()
                  if isinstance(value, (int, float)) and not isinstance(value, bool)}
-        if losses:
+        if rows:
             local["val_loss"] = (sum(loss * n for loss, n in losses) / rows, rows)
         return mean_over_ranks(local, self.accelerator)
 
