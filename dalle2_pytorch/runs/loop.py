@@ -13,7 +13,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -92,6 +92,47 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
+def _rows(batch: dict[str, Any]) -> int:
+    return len(next(v for v in batch.values() if isinstance(v, (torch.Tensor, list))))
+
+
+def agreed(batches: Iterable[dict[str, Any]], accelerator) -> Iterator[dict[str, Any]]:
+    """``batches`` for as long as every process still has one.  Shards hold different numbers of samples
+    (img2dataset's failed downloads), and a process that ran out while another went on would leave it waiting forever
+    in the next collective (a gradient average, an FSDP all-gather).  One ``all_reduce`` per batch, so every process
+    must iterate this at the same point; with one process, ``batches`` as they are."""
+    iterator = iter(batches)
+    if accelerator.num_processes == 1:
+        yield from iterator
+        return
+    import torch.distributed as dist
+
+    while True:
+        batch = next(iterator, None)
+        available = torch.tensor([0 if batch is None else 1], device=accelerator.device)
+        dist.all_reduce(available, op=dist.ReduceOp.MIN)
+        if not int(available.item()):
+            return
+        yield batch
+
+
+def mean_over_ranks(local: dict[str, tuple[float, float]], accelerator) -> dict[str, float]:
+    """Each value's mean over the processes, weighted: ``local`` maps a name to this process's (value, weight), e.g.
+    (validation loss, validation rows).  A name a process lacks counts there with weight 0.  Every process gets the
+    very same floats (the parts are gathered and added up in rank order), so decisions taken on them agree; with one
+    process the values as they are.  A collective: every process must call it at the same point."""
+    if accelerator.num_processes == 1:
+        return {key: value for key, (value, _) in local.items()}
+    from accelerate.utils import gather_object
+
+    totals: dict[str, tuple[float, float]] = {}
+    for part in gather_object([local]):
+        for key, (value, weight) in part.items():
+            total, weights = totals.get(key, (0.0, 0.0))
+            totals[key] = (total + value * weight, weights + weight)
+    return {key: total / weights for key, (total, weights) in sorted(totals.items()) if weights > 0}
+
+
 class TrainingRun:
     """One training run from a validated config (see :mod:`dalle2_pytorch.runs.configs`)."""
 
@@ -155,27 +196,52 @@ class TrainingRun:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation loss and the kind's metrics on held-out batches (fixed noise, so values compare)."""
+        """Validation loss and the kind's metrics on held-out batches (fixed noise, so values compare).
+
+        With several processes every one evaluates as many batches as the one with the fewest (a validation split of
+        shards can be uneven, and under FSDP each forward is a collective), and the values are averaged over the
+        processes, weighted by the validation rows each used: every process gets the same numbers, so ``best/``
+        decisions agree."""
         evaluation = self.config.evaluation
         model = self.model
         model.eval()
         losses, batches = [], []
         with torch.random.fork_rng(devices=[]), self.trainer.ema_weights():
             torch.manual_seed(1234)
-            for i, batch in enumerate(self.source.val_batches(evaluation.validation_batches)):
+            val_batches = agreed(self.source.val_batches(evaluation.validation_batches), self.accelerator)
+            for i, batch in enumerate(val_batches):
                 batch = _to_device(batch, self.accelerator.device)
-                losses.append(self.task.loss(model, batch, i).item())
+                losses.append((self.task.loss(model, batch, i).item(), _rows(batch)))
                 batches.append(batch)
             metrics = self.task.validation_metrics(model, batches, torch.Generator().manual_seed(0)) if batches else {}
         model.train()
-        result = dict(metrics)
-        if losses:
-            result["val_loss"] = sum(losses) / len(losses)
-        return result
+        rows = float(sum(n for _, n in losses))
+        local = {key: (float(value), rows) for key, value in metrics.items()
+                 if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        if rows:
+            local["val_loss"] = (sum(loss * n for loss, n in losses) / rows, rows)
+        return mean_over_ranks(local, self.accelerator)
+
+    def _sharded(self) -> bool:
+        return any(getattr(part, "sharded", False) for part in self.trainer.parts.values())
+
+    def _sample_batch(self) -> Optional[dict[str, Any]]:
+        """The validation batch a sample grid is made from, on the processes that sample: the main process alone
+        (the others skip sampling), or under FSDP, where every sampling forward is a collective, every process with
+        the main process's batch (so all run the very same forwards)."""
+        main = self.accelerator.is_main_process
+        batch = next(iter(self.source.val_batches(1)), None) if main else None
+        if self.accelerator.num_processes == 1 or not self._sharded():
+            return batch
+        from accelerate.utils import broadcast_object_list
+
+        holder = [batch]
+        broadcast_object_list(holder, from_process=0)
+        return holder[0]
 
     @torch.no_grad()
     def log_samples(self) -> None:
-        batch = next(iter(self.source.val_batches(1)), None)
+        batch = self._sample_batch()
         if batch is None:
             return
         self.model.eval()
@@ -184,7 +250,7 @@ class TrainingRun:
             made = self.task.samples(self.model, _to_device(batch, self.accelerator.device),
                                      torch.Generator().manual_seed(0))
         self.model.train()
-        if made is not None:
+        if made is not None and self.accelerator.is_main_process:
             images, captions = made
             self.tracker.log_images(f"{self.config.kind}_samples", images.cpu(), captions, self.counters["step"])
 
@@ -223,22 +289,10 @@ class TrainingRun:
 
     def _agreed(self, batches) -> Any:
         """The batches of an epoch whose length is not known in advance (a stream of shards), for as long as every
-        process still has one: shards hold different numbers of samples (img2dataset's failed downloads), and a
-        process that ran out while another trained on would leave it waiting forever in the next gradient average.
-        One ``all_reduce`` per step; what the longer ranks had left of the epoch is not trained on."""
-        if self.accelerator.num_processes == 1 or self.source.num_batches() is not None:
-            yield from batches
-            return
-        import torch.distributed as dist
-
-        iterator = iter(batches)
-        while True:
-            batch = next(iterator, None)
-            available = torch.tensor([0 if batch is None else 1], device=self.accelerator.device)
-            dist.all_reduce(available, op=dist.ReduceOp.MIN)
-            if not int(available.item()):
-                return
-            yield batch
+        process still has one (:func:`agreed`); what the longer ranks had left of the epoch is not trained on."""
+        if self.source.num_batches() is not None:
+            return iter(batches)
+        return agreed(batches, self.accelerator)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
@@ -266,8 +320,7 @@ class TrainingRun:
                 window.add(metrics)
                 counters["step"] += 1
                 counters["batch_in_epoch"] += 1
-                batch_size = len(next(v for v in batch.values() if isinstance(v, (torch.Tensor, list))))
-                counters["samples_seen"] += batch_size * self.accelerator.num_processes
+                counters["samples_seen"] += _rows(batch) * self.accelerator.num_processes
                 if per_epoch is not None and counters["batch_in_epoch"] >= per_epoch:
                     counters["epoch"] += 1
                     counters["batch_in_epoch"] = 0

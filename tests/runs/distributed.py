@@ -28,10 +28,12 @@ def accelerate_command() -> list[str]:
 
 def train_two_processes(out: Path, kind: str, config: dict, *, resume: bool = False, kill_at: int | None = None,
                         timeout: int = 600, launcher: list[str] | None = None,
-                        environment: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+                        environment: dict[str, str | None] | None = None,
+                        worker: str = "tests.runs.multiprocess_worker") -> subprocess.CompletedProcess:
     """``dalle2 train KIND --config <config>`` under ``torchrun --nproc_per_node 2`` or the ``launcher`` command given
     (each rank writes the samples it trained on to ``out/rank<r>.json``); with ``kill_at`` every rank dies just before
-    that step.  ``environment``: variables to set (None: to unset) on top of ``ACCELERATE_USE_CPU=true``."""
+    that step.  ``environment``: variables to set (None: to unset) on top of ``ACCELERATE_USE_CPU=true``; ``worker``:
+    the module each rank runs (multiprocess_worker's arguments)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{kind}.json"
     path.write_text(json.dumps(config))
@@ -45,7 +47,7 @@ def train_two_processes(out: Path, kind: str, config: dict, *, resume: bool = Fa
         else:
             env[name] = value
     launcher = launcher or torchrun_command() + ["--standalone", "--nproc_per_node", "2"]
-    command = launcher + ["-m", "tests.runs.multiprocess_worker", str(out), "train", kind, "--config", str(path)]
+    command = launcher + ["-m", worker, str(out), "train", kind, "--config", str(path)]
     process = subprocess.Popen(command + (["--resume"] if resume else []), env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:

@@ -31,7 +31,7 @@ def run() -> int:
         if "index" in batch:
             seen.extend(batch["index"].tolist())
         else:
-            seen.append(len(batch["images"]))
+            seen.append(len(batch["images"] if "images" in batch else batch["image_embed"]))
 
     def recording_init(self, config, **kwargs):
         kwargs["on_batch"] = on_batch
