@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -146,6 +147,7 @@ class TrainingRun:
         self.directory = Path(config.checkpointing.directory)
         self.show_progress = show_progress and self.accelerator.is_main_process
         self.on_batch = on_batch
+        self._said_no_validation = False
         if config.trainer.threads is not None:
             torch.set_num_threads(config.trainer.threads)
         torch.manual_seed(config.trainer.seed)  # the same initial weights in every process
@@ -221,6 +223,18 @@ class TrainingRun:
         if rows:
             local["val_loss"] = (sum(loss * n for loss, n in losses) / rows, rows)
         return mean_over_ranks(local, self.accelerator)
+
+    def _warn_no_validation(self) -> None:
+        """Said once, by the main process, when a validation step found no batch to evaluate."""
+        if self.accelerator.is_main_process and not self._said_no_validation:
+            self._said_no_validation = True
+            processes = self.accelerator.num_processes
+            where = "" if processes == 1 else f" on at least one of the {processes} processes"
+            warnings.warn(f"evaluation.validate_every={self.config.evaluation.validate_every} but the validation data "
+                          f"gave no batch{where}: no val_loss is logged and no best/ checkpoint is written. Give "
+                          "every process validation data (the data section's validation split: val_urls with at least "
+                          "as many shards as processes, splits, val_fraction) or set validate_every to 0",
+                          RuntimeWarning, stacklevel=2)
 
     def _sharded(self) -> bool:
         return any(getattr(part, "sharded", False) for part in self.trainer.parts.values())
@@ -335,6 +349,8 @@ class TrainingRun:
                     evaluated = last_metrics = self.evaluate()
                     evaluated_at = step
                     self.tracker.log(evaluated, step)
+                    if "val_loss" not in evaluated:
+                        self._warn_no_validation()
                 if evaluation.sample_every and step % evaluation.sample_every == 0:
                     self.log_samples()
                     sampled_at = step

@@ -1,6 +1,6 @@
 """Validation values: the loss is the mean over validation rows (a short last batch counts by its rows), and with
 several processes each value is averaged over them weighted by the rows each used, the same floats on every process
-(tests/runs/test_fsdp_loop.py runs this with 2 processes under FSDP)."""
+(tests/runs/test_sharded_loop.py runs this with 2 processes under FSDP and DeepSpeed)."""
 
 from types import SimpleNamespace
 
@@ -62,3 +62,16 @@ def test_every_process_stops_when_the_shortest_runs_out(monkeypatch, available, 
     monkeypatch.setattr(dist, "all_reduce", all_reduce)
     taken = list(agreed(iter(range(mine)), SimpleNamespace(num_processes=2, device=torch.device("cpu"))))
     assert taken == list(range(expected)) and len(calls) == expected + 1
+
+
+def test_validation_steps_that_find_no_batch_are_said_once(tmp_path):
+    """Validation asked for (validate_every) but no validation batch (here a 0 % held-out split): without a word there
+    would be no val_loss and no best/; the run says so once, naming the setting."""
+    config = tiny_decoder_config(tmp_path / "run")
+    config.data.val_fraction = 0.0
+    config.evaluation.validate_every = 2
+    config.trainer.max_steps = 6
+    with pytest.warns(RuntimeWarning, match="validate_every=2 but the validation data gave no batch") as said:
+        TrainingRun(config, show_progress=False).run()
+    assert sum("validation data gave no batch" in str(w.message) for w in said) == 1
+    assert not (tmp_path / "run" / "best").exists()

@@ -1,5 +1,5 @@
-"""The ``dalle2 train`` loop under FSDP (2 CPU processes, gloo; tests/runs/fsdp_loop_worker.py sets accelerate's FSDP
-state by hand) with validation data that differs between the ranks: the decoder's img2dataset validation shards give
+"""The ``dalle2 train`` loop under FSDP, and the decoder's under DeepSpeed ZeRO-2 (2 CPU processes, gloo;
+tests/runs/sharded_loop_worker.py sets accelerate's FSDP or DeepSpeed state by hand) with validation data that differs between the ranks: the decoder's img2dataset validation shards give
 one rank batches of 4, 4 and 2 rows, the other of 4 and 1; the prior's clip-retrieval validation split is equal per
 rank by construction, but NaN rows left out make rank 1's batches smaller.  Under FSDP every forward is a collective, so a rank that
 evaluated a batch more than the other would wait forever; every rank evaluates as many batches as the shortest has,
@@ -23,7 +23,7 @@ from .distributed import logged, train_two_processes
 pytest.importorskip("pyarrow")
 pytestmark = pytest.mark.slow
 
-WORKER = "tests.runs.fsdp_loop_worker"
+WORKER = "tests.runs.sharded_loop_worker"
 STEPS, EVERY, KILL_AT = 8, 4, 6
 TIMEOUT = 150                          # a hang is a failure, not a stuck test session
 
@@ -39,7 +39,7 @@ def shards(tmp_path_factory):
     and 3 (10 and 5 samples: batches of 4, 4, 2 and of 4, 1) and their clip-retrieval image embeddings (width 8).
     For the prior: a clip-retrieval output whose validation split (equal per rank) holds NaN rows on rank 1, which
     are left out of its batches."""
-    root = tmp_path_factory.mktemp("fsdp_loop")
+    root = tmp_path_factory.mktemp("sharded_loop")
     keys = []
     for shard, size in enumerate((20, 20, 10, 5)):
         keys += write_img2dataset_shard(root / "laion", shard, list(range(size)))
@@ -56,7 +56,7 @@ def shards(tmp_path_factory):
     return root
 
 
-def fsdp_config(kind: str, root, directory) -> dict:
+def run_config(kind: str, root, directory) -> dict:
     data = {
         "decoder": {"source": "webdataset", "urls": f"{root}/laion/{{00000..00001}}.tar",
                     "val_urls": f"{root}/laion/{{00002..00003}}.tar", "embeddings_url": f"{root}/embeddings/img_emb",
@@ -84,19 +84,28 @@ def fsdp_config(kind: str, root, directory) -> dict:
     }
 
 
-@pytest.fixture(scope="module", params=["decoder", "prior"])
+def has_deepspeed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+@pytest.fixture(scope="module", params=["decoder-fsdp", "prior-fsdp", pytest.param(
+    "decoder-zero2", marks=pytest.mark.skipif(not has_deepspeed(), reason="deepspeed not installed"))])
 def straight(request, shards):
-    """An uninterrupted FSDP run of each kind: (kind, run folder, worker output folder)."""
-    kind = request.param
-    run, out = shards / f"{kind}_straight", shards / f"{kind}_out"
-    result = train_two_processes(out, kind, fsdp_config(kind, shards, run), timeout=TIMEOUT, worker=WORKER)
+    """An uninterrupted run of each kind under FSDP (and the decoder's under ZeRO-2): (kind, run folder, worker
+    output folder, sharding)."""
+    kind, sharding = request.param.split("-")
+    run, out = shards / f"{kind}_{sharding}_straight", shards / f"{kind}_{sharding}_out"
+    result = train_two_processes(out, kind, run_config(kind, shards, run), timeout=TIMEOUT, worker=WORKER,
+                                 environment={"SHARDING": sharding})
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads(result.stdout.splitlines()[-1])["step"] == STEPS
-    return kind, run, out
+    return kind, run, out, sharding
 
 
-def test_uneven_validation_under_fsdp_finishes_with_one_agreed_val_loss(straight):
-    kind, run, out = straight
+def test_uneven_validation_under_sharding_finishes_with_one_agreed_val_loss(straight):
+    kind, run, out, _ = straight
     assert {"latest", "best", "logs"} <= {p.name for p in run.iterdir()}
     evaluations = [json.loads((out / f"eval{rank}.json").read_text()) for rank in (0, 1)]
     assert len(evaluations[0]) == len(evaluations[1]) == 2   # at steps 4 and 8
@@ -119,8 +128,8 @@ def test_uneven_validation_under_fsdp_finishes_with_one_agreed_val_loss(straight
             [f"decoder_samples_{step:08d}.png" for step in (EVERY, STEPS)]
 
 
-def test_the_fsdp_run_checkpoint_loads_in_one_process(straight):
-    kind, run, _ = straight
+def test_the_sharded_run_checkpoint_loads_in_one_process(straight):
+    kind, run, _, _ = straight
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = rebuild_model(run / "latest" / "trainer.safetensors")
@@ -132,20 +141,21 @@ def test_the_fsdp_run_checkpoint_loads_in_one_process(straight):
     assert type(model).__name__ == {"decoder": "Decoder", "prior": "DiffusionPrior"}[kind]
 
 
-def test_a_killed_fsdp_run_resumes_bitwise_equal_to_the_uninterrupted_one(straight, shards):
-    kind, run, _ = straight
-    interrupted = fsdp_config(kind, shards, shards / f"{kind}_interrupted")
-    killed = train_two_processes(shards / f"{kind}_killed_out", kind, interrupted, kill_at=KILL_AT, timeout=TIMEOUT,
-                                 worker=WORKER)
+def test_a_killed_sharded_run_resumes_bitwise_equal_to_the_uninterrupted_one(straight, shards):
+    kind, run, _, sharding = straight
+    name = f"{kind}_{sharding}"
+    interrupted = run_config(kind, shards, shards / f"{name}_interrupted")
+    killed = train_two_processes(shards / f"{name}_killed_out", kind, interrupted, kill_at=KILL_AT, timeout=TIMEOUT,
+                                 worker=WORKER, environment={"SHARDING": sharding})
     assert killed.returncode != 0
-    resumed = train_two_processes(shards / f"{kind}_resumed_out", kind, interrupted, resume=True, timeout=TIMEOUT,
-                                  worker=WORKER)
+    resumed = train_two_processes(shards / f"{name}_resumed_out", kind, interrupted, resume=True, timeout=TIMEOUT,
+                                  worker=WORKER, environment={"SHARDING": sharding})
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert json.loads(resumed.stdout.splitlines()[-1])["step"] == STEPS
     final = [load_file(str(folder / "latest" / "trainer.safetensors"))
-             for folder in (run, shards / f"{kind}_interrupted")]
+             for folder in (run, shards / f"{name}_interrupted")]
     assert final[0].keys() == final[1].keys() and any(k.startswith("rng.rank1.") for k in final[0])
     differing = [k for k in final[0] if not torch.equal(final[0][k], final[1][k])]
     assert differing == [], f"{len(differing)} of {len(final[0])} tensors differ, e.g. {differing[:5]}"
     reference = {e["step"]: e["val_loss"] for e in logged(run) if "val_loss" in e}
-    assert {e["step"]: e["val_loss"] for e in logged(shards / f"{kind}_interrupted") if "val_loss" in e} == reference
+    assert {e["step"]: e["val_loss"] for e in logged(shards / f"{name}_interrupted") if "val_loss" in e} == reference
