@@ -102,6 +102,22 @@ def plain_run(plain_state: Callable[[Accelerator], None]) -> tuple[Accelerator, 
     return accelerator, rank, plain, train(*plain, range(STEPS), rank)
 
 
+def check_prior_variant(accelerator: Accelerator, rank: int, set_mode: Callable[[bool], None], compiled: bool = False,
+                        **settings: object) -> None:
+    """A prior with the trainer ``settings`` trained 2 steps plainly (``set_mode(False)``) and in the mode under test
+    (``set_mode(True)``; compiled there with the aot_eager backend when ``compiled``): losses and states must agree."""
+    runs = []
+    for on in (False, True):
+        set_mode(on)
+        prior = DiffusionPriorTrainer(tiny_prior(), accelerator=accelerator, lr=1e-3, **settings)
+        if on and compiled:
+            assert prior.compile(True, backend="aot_eager") == ["net"]
+        torch.manual_seed(100 + rank)
+        runs.append((train_prior(prior, range(2), rank), states(prior)))
+    torch.testing.assert_close(torch.tensor(runs[1][0]), torch.tensor(runs[0][0]), rtol=1e-5, atol=1e-6)
+    compare(runs[1][1], runs[0][1], exact=False)
+
+
 def save_and_resume(folder: Path, accelerator: Accelerator, trained: tuple, plain: tuple, rank: int) -> tuple:
     """Checkpoint folders of ``trained`` (and files of ``plain``) under ``folder``; fresh trainers in the current
     accelerate state resume from them exactly: the same state, and one more step bitwise equal to going on.
@@ -151,15 +167,9 @@ def main(folder: Path) -> None:
     torch.testing.assert_close(torch.tensor(wrapped_losses), torch.tensor(plain_losses), rtol=1e-5, atol=1e-6)
     compare(states(*wrapped), states(*plain), exact=False)
 
-    # bf16 autocast (the trainer's precision) works the same on sharded parts
-    bf16 = []
-    for on in (False, True):
-        set_fsdp(accelerator, on)
-        prior = DiffusionPriorTrainer(tiny_prior(), accelerator=accelerator, lr=1e-3, mixed_precision="bf16")
-        torch.manual_seed(100 + rank)
-        bf16.append((train_prior(prior, range(2), rank), states(prior)))
-    torch.testing.assert_close(torch.tensor(bf16[1][0]), torch.tensor(bf16[0][0]), rtol=1e-5, atol=1e-6)
-    compare(bf16[1][1], bf16[0][1], exact=False)
+    # bf16 autocast (the trainer's precision) and torch.compile work the same on sharded parts
+    check_prior_variant(accelerator, rank, lambda on: set_fsdp(accelerator, on), mixed_precision="bf16")
+    check_prior_variant(accelerator, rank, lambda on: set_fsdp(accelerator, on), compiled=True)
 
     # checkpoint folders of full state dicts; a fresh sharded trainer resumes from them exactly
     set_fsdp(accelerator, True)
