@@ -11,6 +11,10 @@ Two traps of ``accelerate launch`` on a machine without GPUs, both found with ac
   (``WORLD_SIZE`` > 1) but, with no GPU, accelerate sets each up as a lone process: each would train alone and
   write the same checkpoint folder.  That is an error.
 
+With several processes, the checkpoint folder must be one folder that every process sees (on several machines: a
+shared file system); a folder local to each machine trains fine and fails only at ``--resume``, so it is checked at
+the start (:func:`check_shared_folder`).
+
 And one of ``ACCELERATE_USE_CPU=true`` with ``--use_deepspeed`` or ``--use_fsdp``: accelerate turns DeepSpeed and FSDP
 on only with GPUs and otherwise drops them without a word; the run says so (it trains as plain data parallelism).
 """
@@ -18,8 +22,11 @@ on only with GPUs and otherwise drops them without a word; the run says so (it t
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 import warnings
-from typing import Mapping, Optional
+from pathlib import Path
+from typing import Any, Mapping, Optional
 
 WORKING_COMMAND = ("ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N -m "
                    "dalle2_pytorch.cli.main train ...  (or ACCELERATE_USE_CPU=true torchrun --standalone "
@@ -79,3 +86,30 @@ def check_launch(num_processes: int, environ: Optional[Mapping[str, str]] = None
     message = single_process_launch_warning(num_processes, environ)
     if message is not None:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+def check_shared_folder(directory: Path, accelerator: Any) -> None:
+    """With several processes: the main process leaves a marker file in ``directory`` and every process looks for it;
+    when some cannot see it (each machine has a folder of its own by that path), every process stops with the same
+    error naming them.  A collective: every process calls it at the start of the run."""
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    token = [secrets.token_hex(8) if accelerator.is_main_process else None]
+    broadcast_object_list(token, from_process=0)
+    marker = Path(directory) / f".shared-check-{token[0]}"
+    if accelerator.is_main_process:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(socket.gethostname())
+    accelerator.wait_for_everyone()
+    sees = gather_object([(accelerator.process_index, socket.gethostname(), marker.is_file())])
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        marker.unlink(missing_ok=True)
+    blind = [f"process {rank} on {host}" for rank, host, seen in sees if not seen]
+    if blind:
+        raise RuntimeError(f"checkpointing.directory {str(directory)!r} is not one folder shared by every process: "
+                           f"{', '.join(blind)} cannot see what the main process wrote there. On several machines put "
+                           "it on a file system they all mount (and use an absolute path), so that every process "
+                           "reads the same `latest` on --resume")
