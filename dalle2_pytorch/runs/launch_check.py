@@ -13,7 +13,8 @@ Two traps of ``accelerate launch`` on a machine without GPUs, both found with ac
 
 With several processes, the checkpoint folder must be one folder that every process sees (on several machines: a
 shared file system); a folder local to each machine trains fine and fails only at ``--resume``, so it is checked at
-the start (:func:`check_shared_folder`).
+the start (:func:`check_shared_folder`); so must the run config, which each machine may read from a copy of its own
+(:func:`check_same_config`).
 
 And one of ``ACCELERATE_USE_CPU=true`` with ``--use_deepspeed`` or ``--use_fsdp``: accelerate turns DeepSpeed and FSDP
 on only with GPUs and otherwise drops them without a word; the run says so (it trains as plain data parallelism).
@@ -27,6 +28,8 @@ import socket
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional
+
+from dalle2_pytorch.runs.resume_check import config_leaves
 
 WORKING_COMMAND = ("ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N -m "
                    "dalle2_pytorch.cli.main train ...  (or ACCELERATE_USE_CPU=true torchrun --standalone "
@@ -113,3 +116,43 @@ def check_shared_folder(directory: Path, accelerator: Any) -> None:
                            f"{', '.join(blind)} cannot see what the main process wrote there. On several machines put "
                            "it on a file system they all mount (and use an absolute path), so that every process "
                            "reads the same `latest` on --resume")
+
+
+# settings that may differ between processes: only the main process logs, and threads are per machine
+PER_PROCESS_SETTINGS = ("tracker", "trainer.threads", "data.num_workers")
+
+
+def check_same_config(record: dict[str, Any], accelerator: Any) -> None:
+    """With several processes: every process must train from the same config (``record``: its JSON form), since each
+    builds the model and reads the data from its own; a process whose config differs (a stale copy on one machine)
+    would train another model or hang in the first collective.  One error, on every process, listing the differences
+    (logging and thread settings may differ); different library or torch versions are a warning.  A collective."""
+    if accelerator.num_processes == 1:
+        return
+    import torch
+    from accelerate.utils import gather_object
+
+    from dalle2_pytorch import __version__
+
+    everyone = gather_object([(accelerator.process_index, socket.gethostname(), record,
+                               (__version__, torch.__version__))])
+    main_record, main_versions = everyone[0][2], everyone[0][3]
+    reference = {path: value for path, value in config_leaves(main_record) if not path.startswith(PER_PROCESS_SETTINGS)}
+    problems, versions = [], []
+    for rank, host, other, other_versions in everyone[1:]:
+        theirs = {path: value for path, value in config_leaves(other) if not path.startswith(PER_PROCESS_SETTINGS)}
+        differing = [f"{path}: {reference.get(path, '<unset>')!r} on process 0, {theirs.get(path, '<unset>')!r} on "
+                     f"process {rank}" for path in sorted(set(reference) | set(theirs)) if reference.get(path) != theirs.get(path)]
+        if differing:
+            problems.append(f"process {rank} on {host}:\n    " + "\n    ".join(differing[:10])
+                            + (f"\n    ... and {len(differing) - 10} more" if len(differing) > 10 else ""))
+        if other_versions != main_versions:
+            versions.append(f"process {rank} on {host} runs dalle2_pytorch {other_versions[0]} with torch "
+                            f"{other_versions[1]}")
+    if problems:
+        raise ValueError("the processes do not train from the same config (give every machine the same config file): "
+                         + "\n  ".join(problems))
+    if versions and accelerator.is_main_process:
+        warnings.warn(f"process 0 runs dalle2_pytorch {main_versions[0]} with torch {main_versions[1]}, but "
+                      + "; ".join(versions) + ": install the same versions on every machine", RuntimeWarning,
+                      stacklevel=2)

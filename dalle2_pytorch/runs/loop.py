@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from dalle2_pytorch.atomic import recover_interrupted_swap
 from dalle2_pytorch.trackers import ConsoleTracker, JsonlTracker, LocalSaver, Tracker, TrackerGroup
 from dalle2_pytorch.runs.data_sources import build_source
-from dalle2_pytorch.runs.launch_check import check_launch, check_shared_folder
+from dalle2_pytorch.runs.launch_check import check_launch, check_same_config, check_shared_folder
 from dalle2_pytorch.runs.resume_check import report_config_changes
 from dalle2_pytorch.runs.tasks import build_task
 from dalle2_pytorch.trainers.checkpoint import load_checkpoint, read_counters, read_run_config, save_checkpoint
@@ -146,6 +146,7 @@ class TrainingRun:
         check_launch(self.accelerator.num_processes, distributed_type=self.accelerator.distributed_type.name)
         self.directory = Path(config.checkpointing.directory)
         check_shared_folder(self.directory, self.accelerator)
+        check_same_config(config.model_dump(mode="json"), self.accelerator)
         self.show_progress = show_progress and self.accelerator.is_main_process
         self.on_batch = on_batch
         self._said_no_validation = False

@@ -13,10 +13,11 @@ FIXED = ("kind", "model", "data", "trainer.seed", "trainer.unet_numbers", "train
 FREE_INSIDE_FIXED = ("data.num_workers",)
 
 
-def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+def config_leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (dotted path, value) of a JSON-like config, in sorted order."""
     if isinstance(value, dict):
         for key in sorted(value):
-            yield from _leaves(value[key], f"{path}.{key}" if path else str(key))
+            yield from config_leaves(value[key], f"{path}.{key}" if path else str(key))
     else:
         yield path, value
 
@@ -32,7 +33,7 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list
     """(changes that alter what the checkpoint means, changes that are allowed), each ``path: old -> new``.  A setting
     the saved config lacks and that is now off (None or false: a setting added by a later version, at its default)
     is no change, so checkpoints of older versions still resume."""
-    old, new = dict(_leaves(saved)), dict(_leaves(current))
+    old, new = dict(config_leaves(saved)), dict(config_leaves(current))
     fixed, allowed = [], []
     for path in sorted(set(old) | set(new)):
         before, after = old.get(path, "<unset>"), new.get(path, "<unset>")

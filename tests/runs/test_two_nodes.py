@@ -34,17 +34,18 @@ def node_command(launcher: str, node: int, port: int) -> list[str]:
                                    "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
-def train_on_two_nodes(out: Path, config: dict, launcher: str, folders: tuple[Path, Path]) -> list:
-    """``dalle2 train clip`` started by two node launchers at once, node i in ``folders[i]``; their results."""
+def train_on_two_nodes(out: Path, configs: tuple[dict, dict], launcher: str, folders: tuple[Path, Path]) -> list:
+    """``dalle2 train clip`` started by two node launchers at once, node i in ``folders[i]`` with the config file
+    ``folders[i]/clip.json`` holding ``configs[i]``; their results."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "clip.json").write_text(json.dumps(config))
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     port = free_port()
     nodes = []
     for node, folder in enumerate(folders):
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / "clip.json").write_text(json.dumps(configs[node]))
         command = node_command(launcher, node, port) + ["-m", "tests.runs.multiprocess_worker", str(out), "train",
-                                                        "clip", "--config", str(out / "clip.json")]
+                                                        "clip", "--config", "clip.json"]
         nodes.append(subprocess.Popen(command, env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))
     results = []
@@ -61,7 +62,8 @@ def train_on_two_nodes(out: Path, config: dict, launcher: str, folders: tuple[Pa
 
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_two_nodes_share_the_data_and_write_one_checkpoint(tmp_path, launcher):
-    results = train_on_two_nodes(tmp_path, tiny_clip(tmp_path / "run"), launcher, (tmp_path, tmp_path))
+    config = tiny_clip(tmp_path / "run")
+    results = train_on_two_nodes(tmp_path, (config, config), launcher, (tmp_path, tmp_path))
     assert [r.returncode for r in results] == [0, 0], "\n".join(r.stderr[-3000:] for r in results)
     summaries = [json.loads(line) for r in results for line in r.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1 and summaries[0]["step"] == 4 and summaries[0]["samples_seen"] == 32
@@ -73,9 +75,28 @@ def test_two_nodes_share_the_data_and_write_one_checkpoint(tmp_path, launcher):
 
 def test_a_checkpoint_folder_each_node_has_for_itself_stops_every_process_at_the_start(tmp_path):
     config = tiny_clip(Path("run"))            # relative: a folder of its own under each node's working folder
-    results = train_on_two_nodes(tmp_path / "out", config, "torchrun", (tmp_path / "node0", tmp_path / "node1"))
+    results = train_on_two_nodes(tmp_path / "out", (config, config), "torchrun", (tmp_path / "node0", tmp_path / "node1"))
     assert all(r.returncode != 0 for r in results)
     for result in results:
         assert "checkpointing.directory 'run' is not one folder shared by every process" in result.stderr
         assert "process 1 on" in result.stderr and "process 0 on" not in result.stderr
     assert not any((tmp_path / node / "run" / "latest").exists() for node in ("node0", "node1"))
+
+
+def test_nodes_with_different_configs_stop_at_the_start_naming_the_differences(tmp_path):
+    """Each machine reads its own copy of the config file; a stale copy would build another model (and hang in the
+    first collective, or train two models): every process stops with the differences.  Tracker settings may differ."""
+    config = tiny_clip(tmp_path / "run")
+    stale = json.loads(json.dumps(config))
+    stale["model"]["dim_latent"] = 16
+    stale["trainer"]["lr"] = 1e-2
+    stale["tracker"] = {"console": True}
+    results = train_on_two_nodes(tmp_path / "out", (config, stale), "torchrun", (tmp_path / "node0", tmp_path / "node1"))
+    assert all(r.returncode != 0 for r in results)
+    for result in results:
+        said = result.stderr
+        assert "the processes do not train from the same config" in said, said[-3000:]
+        assert ("model.dim_latent: 8 on process 0, 16 on process 1" in said
+                or "model.dim_latent: 16 on process 0, 8 on process 1" in said)
+        assert "trainer.lr" in said and "tracker" not in said.split("the processes do not train")[1]
+    assert not (tmp_path / "run" / "latest").exists()
