@@ -43,7 +43,7 @@ def train(args: argparse.Namespace) -> int:
     summary = training.run()
     if training.accelerator.is_main_process:
         print(json.dumps(summary))
-    return 0
+    return summary.get("exit_code", 0)   # stopped by SIGTERM/SIGUSR1 after saving: 128 + the signal's number
 
 
 def images_config(folder: str, image_size: int, steps: int | None, out: str | None):

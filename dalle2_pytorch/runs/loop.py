@@ -24,6 +24,7 @@ from dalle2_pytorch.trackers import ConsoleTracker, JsonlTracker, LocalSaver, Tr
 from dalle2_pytorch.runs.data_sources import build_source
 from dalle2_pytorch.runs.launch_check import check_launch, check_same_config, check_shared_folder
 from dalle2_pytorch.runs.resume_check import report_config_changes
+from dalle2_pytorch.runs.stop_signals import StopSignals, exit_code
 from dalle2_pytorch.runs.tasks import build_task
 from dalle2_pytorch.trainers.checkpoint import load_checkpoint, read_counters, read_run_config, save_checkpoint
 
@@ -310,6 +311,20 @@ class TrainingRun:
             return iter(batches)
         return agreed(batches, self.accelerator)
 
+    def _learning_rate(self) -> float:
+        return next(iter(self.trainer.parts.values())).optimizer.param_groups[0]["lr"]
+
+    def _stopped_summary(self, signal_name: str, started: float) -> dict[str, Any]:
+        """What :meth:`run` returns when a stop signal ended it: the step it saved ``latest`` at, the signal and the
+        exit status the command gives (128 + the signal's number)."""
+        step = self.counters["step"]
+        if self.accelerator.is_main_process:
+            print(f"received {signal_name}: stopped after step {step} with its checkpoint in "
+                  f"{self.directory / 'latest'}; continue with --resume", flush=True)
+        return {"step": step, "epoch": self.counters["epoch"], "samples_seen": self.counters["samples_seen"],
+                "seconds": round(time.perf_counter() - started, 1), "checkpoint": str(self.directory / "latest"),
+                "stopped_by": signal_name, "exit_code": exit_code(signal_name)}
+
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
         config, counters = self.config, self.counters
@@ -325,51 +340,63 @@ class TrainingRun:
         self.model.train()
         done = total is not None and counters["step"] >= total
         start_step, epochs_started = counters["step"], 0
-        while not done and counters["epoch"] < config.trainer.epochs:
-            epochs_started += 1
-            epoch = counters["epoch"]
-            for batch in self._agreed(self.source.epoch_batches(counters["epoch"], skip=counters["batch_in_epoch"])):
-                if self.on_batch is not None:
-                    self.on_batch(counters["step"], batch)
-                batch = _to_device(batch, self.accelerator.device)
-                metrics = self.task.train_step(self.trainer, batch, counters["step"])
-                window.add(metrics)
-                counters["step"] += 1
-                counters["batch_in_epoch"] += 1
-                counters["samples_seen"] += _rows(batch) * self.accelerator.num_processes
-                if per_epoch is not None and counters["batch_in_epoch"] >= per_epoch:
-                    counters["epoch"] += 1
-                    counters["batch_in_epoch"] = 0
-                step = counters["step"]
-                bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", epoch=counters["epoch"])
-                if step % config.tracker.log_every == 0:
-                    self.tracker.log({**window.mean(), "epoch": counters["epoch"], "samples": counters["samples_seen"],
-                                      "lr": next(iter(self.trainer.parts.values())).optimizer.param_groups[0]["lr"]}, step)
-                evaluated = None
-                if evaluation.validate_every and step % evaluation.validate_every == 0:
-                    evaluated = last_metrics = self.evaluate()
-                    evaluated_at = step
-                    self.tracker.log(evaluated, step)
-                    if "val_loss" not in evaluated:
-                        self._warn_no_validation()
-                if evaluation.sample_every and step % evaluation.sample_every == 0:
-                    self.log_samples()
-                    sampled_at = step
-                if step % every_save == 0:
-                    self.save(evaluated)
-                elif evaluated:   # the best validated model is kept even between save steps
-                    self.save_best(evaluated)
-                if total is not None and step >= total:
-                    done = True
-                    break
-            else:
-                # the epoch's data ran out: a stream without a known length ends its epoch here, and so does a
-                # source that yielded fewer batches than it announced (never loop on an empty epoch)
-                if counters["epoch"] == epoch:
-                    counters["epoch"] += 1
-                    counters["batch_in_epoch"] = 0
+        stopped_by = None
+        with StopSignals() as signals:
+            while not done and counters["epoch"] < config.trainer.epochs:
+                epochs_started += 1
+                epoch = counters["epoch"]
+                batches = self.source.epoch_batches(counters["epoch"], skip=counters["batch_in_epoch"])
+                for batch in self._agreed(batches):
+                    if self.on_batch is not None:
+                        self.on_batch(counters["step"], batch)
+                    batch = _to_device(batch, self.accelerator.device)
+                    metrics = self.task.train_step(self.trainer, batch, counters["step"])
+                    window.add(metrics)
+                    counters["step"] += 1
+                    counters["batch_in_epoch"] += 1
+                    counters["samples_seen"] += _rows(batch) * self.accelerator.num_processes
+                    if per_epoch is not None and counters["batch_in_epoch"] >= per_epoch:
+                        counters["epoch"] += 1
+                        counters["batch_in_epoch"] = 0
+                    step = counters["step"]
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", epoch=counters["epoch"])
+                    if step % config.tracker.log_every == 0:
+                        self.tracker.log({**window.mean(), "epoch": counters["epoch"],
+                                          "samples": counters["samples_seen"], "lr": self._learning_rate()}, step)
+                    evaluated = None
+                    if evaluation.validate_every and step % evaluation.validate_every == 0:
+                        evaluated = last_metrics = self.evaluate()
+                        evaluated_at = step
+                        self.tracker.log(evaluated, step)
+                        if "val_loss" not in evaluated:
+                            self._warn_no_validation()
+                    if evaluation.sample_every and step % evaluation.sample_every == 0:
+                        self.log_samples()
+                        sampled_at = step
+                    if step % every_save == 0:
+                        self.save(evaluated)
+                    elif evaluated:   # the best validated model is kept even between save steps
+                        self.save_best(evaluated)
+                    stopped_by = signals.agreed(self.accelerator)
+                    if stopped_by is not None:   # preempted: keep this step's progress, then stop
+                        if step % every_save != 0:
+                            self.save()
+                        done = True
+                        break
+                    if total is not None and step >= total:
+                        done = True
+                        break
+                else:
+                    # the epoch's data ran out: a stream without a known length ends its epoch here, and so does a
+                    # source that yielded fewer batches than it announced (never loop on an empty epoch)
+                    if counters["epoch"] == epoch:
+                        counters["epoch"] += 1
+                        counters["batch_in_epoch"] = 0
         bar.close()
+        if stopped_by is not None:
+            self.tracker.close()
+            return self._stopped_summary(stopped_by, started)
         if counters["step"] == start_step and epochs_started:
             raise RuntimeError(f"the {config.kind} run trained 0 steps: its data yielded no batch; check the data "
                                f"settings {config.data.model_dump(mode='json')} (paths, shard patterns, batch size "

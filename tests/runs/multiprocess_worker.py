@@ -2,7 +2,9 @@
 
 Usage: python -m tests.runs.multiprocess_worker OUT_DIR dalle2-arguments...
 With ``KILL_AT_STEP=n`` in the environment every rank dies (``os._exit``, no clean-up, as under SIGKILL) just before
-training step n, once all ranks got there (so the checkpoint saved before it is complete on disk).
+training step n, once all ranks got there (so the checkpoint saved before it is complete on disk).  With
+``SIGNAL_AT_STEP=n`` (and ``SIGNAL_RANK=r``, default every rank) rank r sends itself SIGTERM just before step n, as a
+scheduler preempting the job would.
 """
 
 import json
@@ -18,10 +20,16 @@ def run() -> int:
     out = Path(sys.argv[1])
     rank = int(os.environ.get("RANK", "0"))
     kill_at = int(os.environ.get("KILL_AT_STEP", "-1"))
+    signal_at = int(os.environ.get("SIGNAL_AT_STEP", "-1"))
+    signal_rank = os.environ.get("SIGNAL_RANK")
     seen: list[int] = []
     original = loop.TrainingRun.__init__
 
     def on_batch(step, batch):
+        if step == signal_at and signal_rank in (None, str(rank)):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
         if step == kill_at:
             import torch.distributed as dist
 
