@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from dalle2_pytorch.atomic import recover_interrupted_swap
 from dalle2_pytorch.trackers import ConsoleTracker, JsonlTracker, LocalSaver, Tracker, TrackerGroup
 from dalle2_pytorch.runs.data_sources import build_source
+from dalle2_pytorch.runs.agreement import agreed, mean_over_ranks
 from dalle2_pytorch.runs.launch_check import check_launch, check_same_config, check_shared_folder
 from dalle2_pytorch.runs.resume_check import report_config_changes
 from dalle2_pytorch.runs.stop_signals import StopSignals, exit_code
@@ -96,43 +97,6 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def _rows(batch: dict[str, Any]) -> int:
     return len(next(v for v in batch.values() if isinstance(v, (torch.Tensor, list))))
-
-
-def agreed(batches: Iterable[dict[str, Any]], accelerator) -> Iterator[dict[str, Any]]:
-    """``batches`` for as long as every process still has one.  Shards hold different numbers of samples
-    (img2dataset's failed downloads), and a process that ran out while another went on would leave it waiting forever
-    in the next collective (a gradient average, an FSDP all-gather).  One ``all_reduce`` per batch, so every process
-    must iterate this at the same point; with one process, ``batches`` as they are."""
-    iterator = iter(batches)
-    if accelerator.num_processes == 1:
-        yield from iterator
-        return
-    import torch.distributed as dist
-
-    while True:
-        batch = next(iterator, None)
-        available = torch.tensor([0 if batch is None else 1], device=accelerator.device)
-        dist.all_reduce(available, op=dist.ReduceOp.MIN)
-        if not int(available.item()):
-            return
-        yield batch
-
-
-def mean_over_ranks(local: dict[str, tuple[float, float]], accelerator) -> dict[str, float]:
-    """Each value's mean over the processes, weighted: ``local`` maps a name to this process's (value, weight), e.g.
-    (validation loss, validation rows).  A name a process lacks counts there with weight 0.  Every process gets the
-    very same floats (the parts are gathered and added up in rank order), so decisions taken on them agree; with one
-    process the values as they are.  A collective: every process must call it at the same point."""
-    if accelerator.num_processes == 1:
-        return {key: value for key, (value, _) in local.items()}
-    from accelerate.utils import gather_object
-
-    totals: dict[str, tuple[float, float]] = {}
-    for part in gather_object([local]):
-        for key, (value, weight) in part.items():
-            total, weights = totals.get(key, (0.0, 0.0))
-            totals[key] = (total + value * weight, weights + weight)
-    return {key: total / weights for key, (total, weights) in sorted(totals.items()) if weights > 0}
 
 
 class TrainingRun:

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dalle2_pytorch.runs.loop import TrainingRun, agreed, mean_over_ranks
+from dalle2_pytorch.runs.agreement import agreed, mean_over_ranks
+from dalle2_pytorch.runs.loop import TrainingRun
 from .test_resume import tiny_decoder_config
 
 
