@@ -48,7 +48,8 @@ def build_trackers(config, directory: Path, is_main: bool) -> Tracker:
 
         w = section.wandb
         trackers.append(WandbTracker(project=w.project, run_name=w.run_name, entity=w.entity,
-                                     mode=wandb_mode(w.mode), directory=directory))
+                                     mode=wandb_mode(w.mode), directory=directory,
+                                     run_id_file=directory / "logs" / "wandb_run_id"))
     return TrackerGroup(trackers)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -68,15 +69,40 @@ class TensorBoardTracker(Tracker):
 
 
 class WandbTracker(Tracker):
-    """Weights & Biases run; ``mode='offline'`` writes locally and needs no network or account (needs ``wandb``)."""
+    """Weights & Biases run; ``mode='offline'`` writes locally and needs no network or account (needs ``wandb``).
+
+    ``run_id_file``: where the W&B run id is kept (a training run's ``logs/wandb_run_id``).  On a resume
+    (:meth:`resumed`, before anything is logged) the run is reopened with that id (``resume='allow'``), so a resumed
+    training run goes on logging into the same W&B run instead of starting another one."""
 
     def __init__(self, *, project: str, run_name: str | None = None, entity: str | None = None,
-                 mode: str = "online", directory: str | os.PathLike | None = None) -> None:
+                 mode: str = "online", directory: str | os.PathLike | None = None,
+                 run_id_file: str | os.PathLike | None = None) -> None:
         if mode not in ("online", "offline", "disabled"):
             raise ValueError(f"mode={mode!r}: choose 'online', 'offline' or 'disabled'")
         self.wandb = _require("wandb", "wandb", "wandb")
-        self.run = self.wandb.init(project=project, name=run_name, entity=entity, mode=mode,
-                                   dir=None if directory is None else str(directory))
+        self.settings = {"project": project, "name": run_name, "entity": entity, "mode": mode,
+                         "dir": None if directory is None else str(directory)}
+        self.run_id_file = None if run_id_file is None else Path(run_id_file)
+        self.resume_id: str | None = None
+        self._run = None
+
+    @property
+    def run(self):
+        """The W&B run, started at first use (so that a resume can still give it the id to continue)."""
+        if self._run is None:
+            resume = {"id": self.resume_id, "resume": "allow"} if self.resume_id else {}
+            self._run = self.wandb.init(**self.settings, **resume)
+            if self.run_id_file is not None and not self.resume_id:
+                from dalle2_pytorch.atomic import atomic_write_bytes
+
+                self.run_id_file.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(self.run_id_file, self._run.id.encode())
+        return self._run
+
+    def resumed(self, step: int, changes: Sequence[str] = ()) -> None:
+        if self.run_id_file is not None and self.run_id_file.is_file():
+            self.resume_id = self.run_id_file.read_text().strip() or None
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         self.run.log({k: _plain(v) for k, v in metrics.items()}, step=step)
@@ -88,4 +114,5 @@ class WandbTracker(Tracker):
         self.run.config.update(dict(config), allow_val_change=True)
 
     def close(self) -> None:
-        self.run.finish()
+        if self._run is not None:
+            self._run.finish()

@@ -5,7 +5,6 @@ per process and epoch, and a resumed run trains exactly what an uninterrupted on
 import json
 
 import pytest
-import torch
 
 from dalle2_pytorch.runs.config_base import ConfigError
 from dalle2_pytorch.runs.configs import config_from_dict

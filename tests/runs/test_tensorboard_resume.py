@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from dalle2_pytorch.runs.configs import config_from_dict
 from dalle2_pytorch.runs.loop import TrainingRun
 from dalle2_pytorch.trackers import TensorBoardTracker
+from .tiny_configs import tracked_clip_config
 
 pytestmark = pytest.mark.optional
 pytest.importorskip("tensorboard")
@@ -58,17 +58,7 @@ def test_a_tracker_resumed_after_logging_reopens_its_file_with_the_purge(tmp_pat
 
 
 def test_a_killed_and_resumed_run_logs_every_step_once_to_tensorboard(tmp_path):
-    config = config_from_dict({
-        "kind": "clip",
-        "model": {"dim_text": 16, "dim_image": 16, "dim_latent": 8, "num_text_tokens": 49408, "text_seq_len": 8,
-                  "text_enc_depth": 1, "text_heads": 2, "text_dim_head": 8, "visual_enc_depth": 1,
-                  "visual_heads": 2, "visual_dim_head": 8, "visual_image_size": 16, "visual_patch_size": 8},
-        "data": {"source": "toy", "num_samples": 60, "image_size": 16, "val_fraction": 0.2, "batch_size": 4},
-        "trainer": {"epochs": 1, "lr": 1e-3},
-        "evaluation": {"validate_every": 0, "sample_every": 0, "validation_batches": 1},
-        "tracker": {"console": False, "tensorboard": True, "log_every": 2},
-        "checkpointing": {"directory": str(tmp_path), "save_every": 4},
-    })
+    config = tracked_clip_config(tmp_path, tensorboard=True)
 
     def kill_at_step_10(step, batch):
         if step == 10:
