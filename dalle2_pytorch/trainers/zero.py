@@ -173,14 +173,15 @@ def load_optimizer_state(engine: Any, params: list[list[nn.Parameter]], saved: d
     saved_sizes = [len(group["params"]) for group in saved["param_groups"]]
     if saved_sizes != sizes:
         raise ValueError(f"the saved optimiser has parameter groups of {saved_sizes} parameters, this one {sizes}")
-    if not saved["state"]:
-        return  # saved before its first step: nothing to restore
+    if not saved["state"]:  # saved before its first step: no state, as a fresh AdamW (linked at the next step)
+        adamw.state.clear()
+        engine.optimizer._hp_optimizer_states_linked = False
+        return
     for partition in _flat_partitions(engine):
         if partition not in adamw.state:  # AdamW makes its state at the first step; make it now to fill it
             adamw.state[partition] = {"step": torch.zeros((), dtype=torch.float32),
                                       **{k: torch.zeros_like(partition) for k in ADAM_STATE}}
     _link_optimizer_state(engine)
-    index = 0
     for members, group, partition in zip(params, saved["param_groups"], _flat_partitions(engine)):
         steps = []
         for param, saved_index in zip(members, group["params"]):
@@ -191,7 +192,6 @@ def load_optimizer_state(engine: Any, params: list[list[nn.Parameter]], saved: d
                 steps.append(float(values["step"]))
             for key in ADAM_STATE:
                 safe_set_full_optimizer_state(param, values[key].to(param.device, torch.float32), key)
-            index += 1
         adamw.state[partition]["step"].fill_(max(steps, default=0.0))
 
 

@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, DistributedType
 
 from tests.trainers.fsdp_worker import (STEPS, check_prior_variant, compare, make_trainers, plain_run, sample,
-                                       save_and_resume, states, train)
+                                       save_and_resume, states, train, train_prior)
 from tests.trainers.helpers import EMBED_DIM
 
 
@@ -79,6 +79,21 @@ def main(folder: Path) -> None:
     assert prior.parts["prior"].skipped_steps == 1 and prior.parts["prior"].step == STEPS + 1
     for key, value in prior.diffusion_prior.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+    # a checkpoint saved before any step puts a trained ZeRO trainer back to a fresh AdamW
+    set_zero(accelerator, 2)
+    fresh = make_trainers(accelerator)[1]
+    fresh.save(folder / "fresh_prior.safetensors")
+    trained_prior = zero[2][1]
+    assert trained_prior.parts["prior"].step > 0
+    trained_prior.load(folder / "fresh_prior.safetensors")
+    compare(states(trained_prior), states(fresh), exact=True)
+    losses = []
+    for trainer in (trained_prior, fresh):
+        torch.manual_seed(7 + rank)
+        losses.append(train_prior(trainer, range(1), rank))
+    assert losses[0] == losses[1]
+    compare(states(trained_prior), states(fresh), exact=True)
 
     if accelerator.is_main_process:
         print("ZERO_OK", flush=True)
