@@ -93,6 +93,10 @@ def zero_settings(accelerator: Accelerator) -> ZeroSettings | None:
     if accumulation not in ("auto", 1, None):
         problems.append(f"gradient_accumulation_steps={accumulation!r}: set the trainer's gradient accumulation "
                         "instead (run config: trainer.gradient_accumulation); DeepSpeed's must be auto or 1")
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu"):
+        if config.get(key, "auto") not in ("auto", None):
+            problems.append(f"{key}={config[key]!r}: the batch is the trainer's (run config: data.batch_size, per "
+                            "process, and trainer.gradient_accumulation); set DeepSpeed's to auto")
     clipping = config.get("gradient_clipping", "auto")
     if clipping not in ("auto", None):
         problems.append(f"gradient_clipping={clipping!r}: clipping is each part's max_grad_norm (trainer or run "

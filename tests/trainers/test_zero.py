@@ -58,6 +58,8 @@ def deepspeed_accelerator(monkeypatch):
     ({"zero_optimization": {"stage": 1}, "scheduler": {"type": "WarmupLR"}}, "'scheduler' section"),
     ({"zero_optimization": {"stage": 2}, "gradient_accumulation_steps": 4}, "trainer.gradient_accumulation"),
     ({"zero_optimization": {"stage": 2}, "gradient_clipping": 1.0}, "clipping is each part's max_grad_norm"),
+    ({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": 16}, "the batch is the trainer's"),
+    ({"zero_optimization": {"stage": 2}, "train_batch_size": 256}, r"train_batch_size=256: the batch"),
     ({"zero_optimization": {"stage": 2}, "bf16": {"enabled": True}}, "bf16.enabled in the DeepSpeed config while"),
 ])
 def test_deepspeed_settings_the_trainers_cannot_honour_are_errors(deepspeed_accelerator, config, message):
