@@ -142,7 +142,8 @@ def check_same_config(record: dict[str, Any], accelerator: Any) -> None:
     for rank, host, other, other_versions in everyone[1:]:
         theirs = {path: value for path, value in config_leaves(other) if not path.startswith(PER_PROCESS_SETTINGS)}
         differing = [f"{path}: {reference.get(path, '<unset>')!r} on process 0, {theirs.get(path, '<unset>')!r} on "
-                     f"process {rank}" for path in sorted(set(reference) | set(theirs)) if reference.get(path) != theirs.get(path)]
+                     f"process {rank}" for path in sorted(set(reference) | set(theirs))
+                     if reference.get(path) != theirs.get(path)]
         if differing:
             problems.append(f"process {rank} on {host}:\n    " + "\n    ".join(differing[:10])
                             + (f"\n    ... and {len(differing) - 10} more" if len(differing) > 10 else ""))

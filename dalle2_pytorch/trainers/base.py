@@ -10,8 +10,8 @@ and with several processes the gradients of the part being stepped are averaged 
 before the step.  Averaging only the stepped part (instead of wrapping the model in DDP) is what
 lets a cascade train one unet at a time without DDP's unused-parameter errors.  When the accelerate config asks
 for FSDP, every part is sharded on its own instead and FSDP averages its gradients (:mod:`.sharding`); when it asks for
-DeepSpeed, every part gets its own ZeRO stage 1/2 engine (:mod:`.zero`); Megatron-LM is refused.  Mixed precision (``'fp16'`` with a gradient scaler, or ``'bf16'``) is ``torch.autocast``
-around the loss.
+DeepSpeed, every part gets its own ZeRO stage 1/2 engine (:mod:`.zero`); Megatron-LM is refused.  Mixed precision
+(``'fp16'`` with a gradient scaler, or ``'bf16'``) is ``torch.autocast`` around the loss.
 """
 
 from __future__ import annotations

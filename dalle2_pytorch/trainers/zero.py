@@ -31,7 +31,8 @@ from torch import nn
 
 # ZeRO settings the trainers pass through to DeepSpeed as they are (performance knobs that do not change the maths)
 PASSED_THROUGH = {"stage", "overlap_comm", "contiguous_gradients", "reduce_scatter", "reduce_bucket_size",
-                  "allgather_partitions", "allgather_bucket_size", "round_robin_gradients", "use_multi_rank_bucket_allreduce",
+                  "allgather_partitions", "allgather_bucket_size", "round_robin_gradients",
+                  "use_multi_rank_bucket_allreduce",
                   "elastic_checkpoint", "load_from_fp32_weights", "ignore_unused_parameters"}
 # what accelerate writes into every ZeRO section, harmless when off
 ACCELERATE_DEFAULTS = {"offload_optimizer": {"device": "none", "nvme_path": None},
