@@ -205,7 +205,7 @@ class TrainingRun:
                           RuntimeWarning, stacklevel=2)
 
     def _sharded(self) -> bool:
-        return any(getattr(part, "sharded", False) for part in self.trainer.parts.values())
+        return any(part.sharded for part in self.trainer.parts.values())   # FSDP: sampling forwards are collectives
 
     def _sample_batch(self) -> Optional[dict[str, Any]]:
         """The validation batch a sample grid is made from, on the processes that sample: the main process alone
@@ -286,9 +286,13 @@ class TrainingRun:
         if self.accelerator.is_main_process:
             print(f"received {signal_name}: stopped after step {step} with its checkpoint in "
                   f"{self.directory / 'latest'}; continue with --resume", flush=True)
-        return {"step": step, "epoch": self.counters["epoch"], "samples_seen": self.counters["samples_seen"],
-                "seconds": round(time.perf_counter() - started, 1), "checkpoint": str(self.directory / "latest"),
-                "stopped_by": signal_name, "exit_code": exit_code(signal_name)}
+        return {**self._summary(started), "stopped_by": signal_name, "exit_code": exit_code(signal_name)}
+
+    def _summary(self, started: float) -> dict[str, Any]:
+        """Where the run stands, as :meth:`run` returns (and ``dalle2 train`` prints) it."""
+        counters = self.counters
+        return {"step": counters["step"], "epoch": counters["epoch"], "samples_seen": counters["samples_seen"],
+                "seconds": round(time.perf_counter() - started, 1), "checkpoint": str(self.directory / "latest")}
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
@@ -376,6 +380,5 @@ class TrainingRun:
             self.log_samples()
         self.save(final)
         self.tracker.close()
-        return {"step": counters["step"], "epoch": counters["epoch"], "samples_seen": counters["samples_seen"],
-                "seconds": round(time.perf_counter() - started, 1), "checkpoint": str(self.directory / "latest"),
+        return {**self._summary(started),
                 **{k: v for k, v in last_metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}}
